@@ -1,0 +1,48 @@
+# logferry — every target sets up what it needs (the virtualenv in .venv/, the stack's
+# servers and jars) by itself. `make help` lists the targets.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STACK  := $(PY) -m integration.stack
+STACK_DIR ?= .stack
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test unit integration lint stack-up stack-status stack-down clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,dev]'
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv/ with logferry and the test/dev tools
+
+test: $(VENV)/.installed ## all tests: unit (tests/) then integration on a real stack (integration/)
+	$(PY) -m pytest tests/ -q $(PYTEST_ARGS)
+	$(PY) -m pytest integration/ -v --durations=15 $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed ## fast unit tests only, no servers
+	$(PY) -m pytest tests/ -q $(PYTEST_ARGS)
+
+integration: $(VENV)/.installed ## integration tests only (starts its own stack unless LOGFERRY_STACK_DIR names a running one)
+	$(PY) -m pytest integration/ -v --durations=15 $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed ## ruff
+	$(VENV)/bin/ruff check .
+
+stack-up: $(VENV)/.installed ## start etcd x3, ZooKeeper, Kafka, Elasticsearch in ./.stack (installs what is missing)
+	$(STACK) --workdir $(STACK_DIR) up $(STACK_ARGS)
+
+stack-status: $(VENV)/.installed ## show the stack's services and whether each serves
+	$(STACK) --workdir $(STACK_DIR) status
+
+stack-down: $(VENV)/.installed ## stop exactly the processes stack-up started
+	$(STACK) --workdir $(STACK_DIR) down
+
+clean: ## remove the virtualenv and build droppings (not the download cache)
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Integration tests: logferry against real etcd, ZooKeeper, Kafka and Elasticsearch servers."""

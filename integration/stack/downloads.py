@@ -1,0 +1,132 @@
+"""Fetching what the stack runs: Debian's etcd, and Java jars from Maven Central.
+
+Downloads go to a cache outside the checkout (``$LOGFERRY_CACHE`` or ``~/.cache/logferry``)
+so a fresh clone, a second work dir and CI all reuse them. Jars are fetched with Maven
+itself (a generated pom and ``dependency:copy-dependencies``) because on these machines the
+registries are reachable only through their ordinary clients.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+KAFKA_VERSION = "3.9.2"
+SCALA_VERSION = "2.13"
+
+Log = Callable[[str], None]
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("LOGFERRY_CACHE", Path.home() / ".cache" / "logferry"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def ensure_etcd(log: Log) -> str:
+    """Return the path of the etcd binary, installing Debian's etcd-server if it is missing."""
+    found = shutil.which("etcd")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise RuntimeError(
+            "etcd is not installed and we are not root: run `sudo apt-get install -y etcd-server`"
+        )
+    log("installing Debian package etcd-server (apt-get, first time only)…")
+    started = time.monotonic()
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "etcd-server"], check=True, env=env
+    )
+    log(f"etcd-server installed in {time.monotonic() - started:.0f}s")
+    found = shutil.which("etcd")
+    if not found:
+        raise RuntimeError("apt-get installed etcd-server but no `etcd` binary is on PATH")
+    return found
+
+
+def ensure_java(log: Log) -> str:
+    """Return the java binary; install Debian's headless JDK 17 if there is none."""
+    found = shutil.which("java")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise RuntimeError("java is not installed: run `sudo apt-get install -y openjdk-17-jre-headless`")
+    log("installing openjdk-17-jre-headless (apt-get, first time only)…")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "openjdk-17-jre-headless"], check=True, env=env)
+    return shutil.which("java") or "java"
+
+
+def ensure_maven(log: Log) -> str:
+    found = shutil.which("mvn")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise RuntimeError("Maven is not installed: run `sudo apt-get install -y maven`")
+    log("installing Debian package maven (apt-get, first time only)…")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "maven"], check=True, env=env)
+    return shutil.which("mvn") or "mvn"
+
+
+def maven_fetch(
+    target: Path, dependencies: list[tuple[str, str, str]], what: str, log: Log
+) -> Path:
+    """Copy `dependencies` (group, artifact, version) and everything they need into `target`/lib.
+
+    A marker file written last makes the step idempotent: an interrupted download is redone,
+    a complete one is never touched again.
+    """
+    lib = target / "lib"
+    marker = target / ".complete"
+    if marker.exists():
+        return lib
+    mvn = ensure_maven(log)
+    log(f"fetching {what} from Maven Central into {target} (first time only)…")
+    started = time.monotonic()
+    if lib.exists():
+        shutil.rmtree(lib)
+    target.mkdir(parents=True, exist_ok=True)
+    deps = "\n".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
+        for g, a, v in dependencies
+    )
+    (target / "pom.xml").write_text(
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>logferry.stack</groupId><artifactId>runtime</artifactId><version>1</version>"
+        f"<packaging>pom</packaging><dependencies>{deps}</dependencies></project>\n"
+    )
+    proc = subprocess.run(
+        [mvn, "-B", "-q", "-f", str(target / "pom.xml"), "dependency:copy-dependencies",
+         f"-DoutputDirectory={lib}", "-DincludeScope=runtime"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"Maven could not fetch {what}:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    jars = list(lib.glob("*.jar"))
+    size = sum(j.stat().st_size for j in jars) / 1e6
+    marker.write_text(f"{len(jars)} jars\n")
+    log(f"fetched {len(jars)} jars ({size:.0f} MB) in {time.monotonic() - started:.0f}s")
+    return lib
+
+
+def ensure_kafka(log: Log) -> Path:
+    """Kafka (which brings ZooKeeper's jar) and a log4j binding; returns the lib dir."""
+    return maven_fetch(
+        cache_dir() / f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}",
+        [
+            ("org.apache.kafka", f"kafka_{SCALA_VERSION}", KAFKA_VERSION),
+            ("org.slf4j", "slf4j-reload4j", "1.7.36"),
+        ],
+        f"Apache Kafka {KAFKA_VERSION}",
+        log,
+    )

@@ -1,0 +1,496 @@
+"""The real servers of the stack: what command starts each, and how we know it serves.
+
+Every service runs as its own process group with its own data dir and log file under the
+work dir, on free loopback ports picked at start. The stack's state (ports, argv, PIDs) is
+kept in ``<workdir>/stack.json`` so any later command (status, kill, restart, down) acts on
+exactly those processes, and ``stack.env`` / ``stack.env.json`` tell clients where to connect.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import signal
+import socket
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import downloads
+from .procs import ProcRecord, spawn, stop, tail
+
+Log = Callable[[str], None]
+
+ETCD_MEMBERS = 3
+
+
+class StackError(RuntimeError):
+    """A service did not come up or a request named something the stack does not have."""
+
+
+def free_ports(count: int) -> list[int]:
+    """Reserve `count` distinct free loopback ports (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class StackOptions:
+    es_nodes: int = 1
+    kraft: bool = False
+    kafka_heap_mb: int = 512
+    es_heap_mb: int = 512
+    with_es: bool = True
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Stack:
+    """A running (or recorded) stack under one work dir."""
+
+    workdir: Path
+    options: StackOptions = field(default_factory=StackOptions)
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, ProcRecord] = field(default_factory=dict)
+    started_at: float = 0.0
+    log: Log = print
+
+    # ----------------------------------------------------------------- state file
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / "stack.json"
+
+    def save(self) -> None:
+        data = {
+            "options": self.options.to_json(),
+            "ports": self.ports,
+            "procs": {n: r.to_json() for n, r in self.procs.items()},
+            "started_at": self.started_at,
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.state_file)
+
+    @classmethod
+    def load(cls, workdir: Path, log: Log = print) -> Stack | None:
+        state = Path(workdir) / "stack.json"
+        if not state.exists():
+            return None
+        data = json.loads(state.read_text())
+        return cls(
+            workdir=Path(workdir),
+            options=StackOptions(**data["options"]),
+            ports=data["ports"],
+            procs={n: ProcRecord(**r) for n, r in data["procs"].items()},
+            started_at=data.get("started_at", 0.0),
+            log=log,
+        )
+
+    # ----------------------------------------------------------------- names
+    @property
+    def etcd_names(self) -> list[str]:
+        return [f"etcd{i}" for i in range(1, ETCD_MEMBERS + 1)]
+
+    @property
+    def es_names(self) -> list[str]:
+        return [f"es{i}" for i in range(1, self.options.es_nodes + 1)] if self.options.with_es else []
+
+    @property
+    def service_names(self) -> list[str]:
+        names = [*self.etcd_names]
+        if not self.options.kraft:
+            names.append("zookeeper")
+        names.append("kafka")
+        return names + self.es_names
+
+    def resolve(self, name: str) -> list[str]:
+        """Turn a service or group name (`etcd`, `es`) into member names."""
+        groups = {"etcd": self.etcd_names, "es": self.es_names, "elasticsearch": self.es_names}
+        if name in groups:
+            return groups[name]
+        if name not in self.procs:
+            raise StackError(f"no service named {name!r}; known: {', '.join(self.service_names)}, etcd, es")
+        return [name]
+
+    # ----------------------------------------------------------------- endpoints
+    def env(self) -> dict[str, str]:
+        p = self.ports
+        env = {
+            "LOGFERRY_STACK_DIR": str(self.workdir),
+            "ETCD_ENDPOINTS": ",".join(f"127.0.0.1:{p[f'{n}_client']}" for n in self.etcd_names),
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{p['kafka']}",
+        }
+        if not self.options.kraft:
+            env["ZOOKEEPER_CONNECT"] = f"127.0.0.1:{p['zookeeper']}"
+        if self.es_names:
+            env["ES_URL"] = f"http://127.0.0.1:{p['es1_http']}"
+            env["ES_URLS"] = ",".join(f"http://127.0.0.1:{p[f'{n}_http']}" for n in self.es_names)
+        return env
+
+    def write_env(self) -> None:
+        env = self.env()
+        (self.workdir / "stack.env").write_text(
+            "# written by `python -m integration.stack up`; source it: . .stack/stack.env\n"
+            + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+        )
+        (self.workdir / "stack.env.json").write_text(json.dumps(env, indent=2) + "\n")
+
+    # ----------------------------------------------------------------- definitions
+    def _allocate_ports(self) -> None:
+        names = [f"{n}_{k}" for n in self.etcd_names for k in ("client", "peer")]
+        names += ["kafka", "kafka_controller", "zookeeper"]
+        names += [f"{n}_{k}" for n in self.es_names for k in ("http", "transport")]
+        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
+
+    def _define_etcd(self, etcd_bin: str) -> None:
+        p = self.ports
+        cluster = ",".join(f"{n}=http://127.0.0.1:{p[f'{n}_peer']}" for n in self.etcd_names)
+        token = "logferry-" + secrets.token_hex(4)
+        for n in self.etcd_names:
+            data = self.workdir / n
+            client = f"http://127.0.0.1:{p[f'{n}_client']}"
+            peer = f"http://127.0.0.1:{p[f'{n}_peer']}"
+            self.procs[n] = ProcRecord(
+                name=n,
+                argv=[
+                    etcd_bin, "--name", n, "--data-dir", str(data / "data"),
+                    "--listen-client-urls", client, "--advertise-client-urls", client,
+                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                    "--initial-cluster", cluster, "--initial-cluster-state", "new",
+                    "--initial-cluster-token", token, "--logger", "zap",
+                    "--log-outputs", "stderr", "--auto-compaction-retention", "1h",
+                    "--quota-backend-bytes", str(1 << 30),
+                ],
+                log=str(data / "etcd.log"),
+                cwd=str(data),
+            )
+            data.mkdir(parents=True, exist_ok=True)
+
+    def _java_opts(self, heap_mb: int, logdir: Path) -> list[str]:
+        return [
+            f"-Xms{heap_mb // 2}m", f"-Xmx{heap_mb}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true", "-Djava.net.preferIPv4Stack=true",
+            f"-Djava.io.tmpdir={logdir}",
+        ]
+
+    def _define_kafka(self, java: str, lib: Path) -> None:
+        p = self.ports
+        cp = str(lib / "*")
+        log4j = self.workdir / "log4j.properties"
+        log4j.write_text(
+            "log4j.rootLogger=INFO, stdout\n"
+            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
+            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+            "log4j.logger.kafka.request.logger=WARN\nlog4j.logger.state.change.logger=WARN\n"
+            "log4j.logger.org.apache.zookeeper=WARN\nlog4j.logger.kafka.log.LogCleaner=WARN\n"
+        )
+        common_jvm = [f"-Dlog4j.configuration=file:{log4j}"]
+        if not self.options.kraft:
+            zdir = self.workdir / "zookeeper"
+            zdir.mkdir(parents=True, exist_ok=True)
+            (zdir / "zoo.cfg").write_text(
+                f"dataDir={zdir / 'data'}\nclientPort={p['zookeeper']}\nclientPortAddress=127.0.0.1\n"
+                "tickTime=2000\nmaxClientCnxns=0\nadmin.enableServer=false\n"
+                "4lw.commands.whitelist=ruok,srvr,dump,stat,mntr\n"
+            )
+            self.procs["zookeeper"] = ProcRecord(
+                name="zookeeper",
+                argv=[java, *self._java_opts(256, zdir), *common_jvm, "-cp", cp,
+                      "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(zdir / "zoo.cfg")],
+                log=str(zdir / "zookeeper.log"),
+                cwd=str(zdir),
+            )
+        kdir = self.workdir / "kafka"
+        kdir.mkdir(parents=True, exist_ok=True)
+        props = {
+            "log.dirs": str(kdir / "data"),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "delete.topic.enable": "true",
+            "log.retention.hours": "24",
+            "log.segment.bytes": str(256 << 20),
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "socket.request.max.bytes": str(200 << 20),
+            "message.max.bytes": str(16 << 20),
+            "replica.fetch.max.bytes": str(16 << 20),
+        }
+        if self.options.kraft:
+            props |= {
+                "process.roles": "broker,controller",
+                "node.id": "1",
+                "controller.quorum.voters": f"1@127.0.0.1:{p['kafka_controller']}",
+                "listeners": f"PLAINTEXT://127.0.0.1:{p['kafka']},CONTROLLER://127.0.0.1:{p['kafka_controller']}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{p['kafka']}",
+                "controller.listener.names": "CONTROLLER",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            }
+        else:
+            props |= {
+                "broker.id": "0",
+                "listeners": f"PLAINTEXT://127.0.0.1:{p['kafka']}",
+                "zookeeper.connect": f"127.0.0.1:{p['zookeeper']}",
+                "zookeeper.connection.timeout.ms": "30000",
+            }
+        (kdir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        self.procs["kafka"] = ProcRecord(
+            name="kafka",
+            argv=[java, *self._java_opts(self.options.kafka_heap_mb, kdir), *common_jvm, "-cp", cp,
+                  "kafka.Kafka", str(kdir / "server.properties")],
+            log=str(kdir / "kafka.log"),
+            cwd=str(kdir),
+        )
+        if self.options.kraft:
+            # KRaft needs its log dir formatted with a cluster id before the first start.
+            import subprocess
+
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            subprocess.run(
+                [java, *common_jvm, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                 "-c", str(kdir / "server.properties")],
+                check=True, capture_output=True,
+            )
+
+    def _define_es(self) -> None:
+        from . import elasticsearch as es
+
+        runtime = es.prepare(downloads.cache_dir(), self.log)
+        p = self.ports
+        names = self.es_names
+        for n in names:
+            home = self.workdir / n
+            home.mkdir(parents=True, exist_ok=True)
+            argv = runtime.node_command(
+                node_name=n,
+                home_dir=home,
+                http_port=p[f"{n}_http"],
+                transport_port=p[f"{n}_transport"],
+                seed_transport_ports=[p[f"{m}_transport"] for m in names] if len(names) > 1 else [],
+                initial_master_nodes=names if len(names) > 1 else [],
+                heap_mb=self.options.es_heap_mb,
+            )
+            self.procs[n] = ProcRecord(name=n, argv=argv, log=str(home / "elasticsearch.log"), cwd=str(home))
+
+    # ----------------------------------------------------------------- readiness
+    def _ready(self, name: str) -> bool:
+        p = self.ports
+        try:
+            if name.startswith("etcd"):
+                body = _http_get(f"http://127.0.0.1:{p[f'{name}_client']}/health", 1.0)
+                return json.loads(body).get("health") == "true"
+            if name == "zookeeper":
+                return zk_command(p["zookeeper"], "ruok") == "imok"
+            if name == "kafka":
+                return kafka_broker_ids(f"127.0.0.1:{p['kafka']}", 2.0) != []
+            if name.startswith("es"):
+                body = _http_get(f"http://127.0.0.1:{p[f'{name}_http']}/_cluster/health", 2.0)
+                health = json.loads(body)
+                return (
+                    health.get("status") in ("yellow", "green")
+                    and health.get("number_of_nodes", 0) >= len(self.es_names)
+                )
+        except (OSError, ValueError):
+            return False
+        return False
+
+    def wait_ready(self, names: list[str], timeout_s: float) -> None:
+        """Wait until every named service answers; fail naming the first one that does not."""
+        pending = list(names)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            for n in list(pending):
+                rec = self.procs[n]
+                if not rec.alive():
+                    raise StackError(f"{n} exited during start-up; last lines of {rec.log}:\n{tail(rec.log)}")
+                if self._ready(n):
+                    pending.remove(n)
+                    self.log(f"  {n} ready ({time.monotonic() - self.started_at:.1f}s)")
+            if pending and time.monotonic() > deadline:
+                n = pending[0]
+                raise StackError(
+                    f"{n} did not serve within {timeout_s:.0f}s; last lines of {self.procs[n].log}:\n"
+                    f"{tail(self.procs[n].log)}"
+                )
+            if pending:
+                time.sleep(0.25)
+
+    # ----------------------------------------------------------------- lifecycle
+    def running(self) -> list[str]:
+        return [n for n, r in self.procs.items() if r.alive()]
+
+    def up(self) -> None:
+        """Install what is missing, start every service, wait until each one serves."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.monotonic()
+        etcd_bin = downloads.ensure_etcd(self.log)
+        java = downloads.ensure_java(self.log)
+        kafka_lib = downloads.ensure_kafka(self.log)
+        self._allocate_ports()
+        self._define_etcd(etcd_bin)
+        self._define_kafka(java, kafka_lib)
+        if self.es_names:
+            self._define_es()
+        self.started_at = time.monotonic()
+        try:
+            # Boot in dependency order but overlap the slow JVMs: ES and ZooKeeper start at
+            # once with etcd; Kafka needs ZooKeeper (or nothing in KRaft mode).
+            first = [*self.etcd_names, *self.es_names] + ([] if self.options.kraft else ["zookeeper"])
+            for n in first:
+                spawn(self.procs[n])
+            self.save()
+            if not self.options.kraft:
+                self.wait_ready(["zookeeper"], 60)
+            spawn(self.procs["kafka"])
+            self.save()
+            self.wait_ready(self.etcd_names, 60)
+            self.wait_ready(["kafka"], 90)
+            self.wait_ready(self.es_names, 150)
+        except BaseException:
+            self.save()
+            self.log("start-up failed; stopping what was started")
+            self.down()
+            raise
+        self.write_env()
+        self.save()
+
+    def down(self) -> list[str]:
+        """Stop exactly the recorded processes: Kafka before ZooKeeper, so it can deregister."""
+        order = ["kafka", *self.es_names, "zookeeper", *self.etcd_names]
+        stopped = []
+        for n in order:
+            rec = self.procs.get(n)
+            if rec and stop(rec, timeout_s=30):
+                stopped.append(n)
+        for n, rec in self.procs.items():  # anything not in the usual order
+            if n not in order and stop(rec):
+                stopped.append(n)
+        return stopped
+
+    def stop_service(self, name: str, *, kill: bool = False) -> list[str]:
+        done = []
+        for n in self.resolve(name):
+            if stop(self.procs[n], sig=signal.SIGKILL if kill else signal.SIGTERM):
+                done.append(n)
+        self.save()
+        return done
+
+    def start_service(self, name: str, *, wait: bool = True, timeout_s: float = 120) -> list[str]:
+        started = []
+        for n in self.resolve(name):
+            if not self.procs[n].alive():
+                spawn(self.procs[n])
+                started.append(n)
+        self.save()
+        if wait and started:
+            self.started_at = time.monotonic()
+            self.wait_ready(started, timeout_s)
+        return started
+
+    def restart_service(self, name: str, *, kill: bool = False) -> list[str]:
+        self.stop_service(name, kill=kill)
+        return self.start_service(name)
+
+    def etcd_leader(self) -> str | None:
+        """The member name of the current etcd leader, asked from each live member's HTTP API."""
+        for n in self.etcd_names:
+            if not self.procs[n].alive():
+                continue
+            try:
+                body = _http_post(f"http://127.0.0.1:{self.ports[f'{n}_client']}/v3/maintenance/status", b"{}")
+                st = json.loads(body)
+            except (OSError, ValueError):
+                continue
+            if st.get("leader") and st.get("leader") == st.get("header", {}).get("member_id"):
+                return n
+            leader_id = st.get("leader")
+            members = json.loads(
+                _http_post(f"http://127.0.0.1:{self.ports[f'{n}_client']}/v3/cluster/member/list", b"{}")
+            ).get("members", [])
+            for m in members:
+                if m.get("ID") == leader_id:
+                    return m.get("name")
+        return None
+
+    def status_rows(self) -> list[tuple[str, str, str, str]]:
+        rows = []
+        for n in self.service_names:
+            rec = self.procs.get(n)
+            alive = bool(rec and rec.alive())
+            port = self.ports.get(f"{n}_client") or self.ports.get(f"{n}_http") or self.ports.get(n)
+            state = ("serving" if self._ready(n) else "starting/unhealthy") if alive else "stopped"
+            rows.append((n, str(rec.pid if rec and alive else "-"), f"127.0.0.1:{port}", state))
+        return rows
+
+
+# --------------------------------------------------------------------------- small clients
+def _http_get(url: str, timeout: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+        return resp.read()
+
+
+def _http_post(url: str, body: bytes, timeout: float = 2.0) -> bytes:
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+        return resp.read()
+
+
+def zk_command(port: int, cmd: str, timeout: float = 2.0) -> str:
+    """Send one of ZooKeeper's four-letter words and return its answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(cmd.encode())
+        chunks = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+    return b"".join(chunks).decode("utf-8", "replace").strip()
+
+
+def kafka_broker_ids(bootstrap: str, timeout: float) -> list[int]:
+    """Broker ids from a metadata request: proof the broker answers the Kafka protocol."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet_logger()})
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except Exception:
+        return []
+    return sorted(md.brokers)
+
+
+def _quiet_logger():
+    import logging
+
+    lg = logging.getLogger("logferry.stack.kafka")
+    lg.addHandler(logging.NullHandler())
+    lg.propagate = False
+    return lg
+
+
+def default_workdir() -> Path:
+    return Path(os.environ.get("LOGFERRY_STACK_DIR", ".stack")).absolute()

@@ -1,0 +1,1 @@
+"""logtransfer: consumes logferry topics and bulk-indexes them into Elasticsearch."""

@@ -13,6 +13,7 @@ Docker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -162,10 +163,8 @@ def topic_factory(stack: StackHandle, unique: str) -> Iterator[Callable[..., str
     yield make
     if made:
         for f in admin.delete_topics(made).values():
-            try:
+            with contextlib.suppress(Exception):
                 f.result(timeout=30)
-            except Exception:
-                pass
 
 
 @pytest.fixture
@@ -211,10 +210,8 @@ def kafka_consumer_factory(stack: StackHandle, unique: str) -> Iterator[Callable
 
     yield make
     for c in made:
-        try:
+        with contextlib.suppress(Exception):
             c.close()
-        except Exception:
-            pass
 
 
 @pytest.fixture

@@ -92,7 +92,9 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     if args.cmd == "status":
         rows = stack.status_rows()
         if args.json:
-            print(json.dumps({"env": stack.env(), "services": [dict(zip(("name", "pid", "address", "state"), r, strict=True)) for r in rows]}, indent=2))
+            fields = ("name", "pid", "address", "state")
+            services = [dict(zip(fields, r, strict=True)) for r in rows]
+            print(json.dumps({"env": stack.env(), "services": services}, indent=2))
         else:
             print(f"{'SERVICE':<10} {'PID':>8}  {'ADDRESS':<22} STATE")
             for r in rows:

@@ -7,6 +7,7 @@ PID (field 22 of /proc/PID/stat) and treat a PID as ours only while both still m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -94,10 +95,8 @@ def stop(rec: ProcRecord, *, sig: int = signal.SIGTERM, timeout_s: float = 30.0)
             return True
         time.sleep(0.05)
     if sig != signal.SIGKILL:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(rec.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         for _ in range(100):
             _reap(rec.pid)
             if not rec.alive():
@@ -108,10 +107,8 @@ def stop(rec: ProcRecord, *, sig: int = signal.SIGTERM, timeout_s: float = 30.0)
 
 def _reap(pid: int) -> None:
     """Collect the exit status if the process is our child, so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def tail(path: str | Path, lines: int = 25) -> str:

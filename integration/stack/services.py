@@ -291,6 +291,8 @@ class Stack:
                 seed_transport_ports=[p[f"{m}_transport"] for m in names] if len(names) > 1 else [],
                 initial_master_nodes=names if len(names) > 1 else [],
                 heap_mb=self.options.es_heap_mb,
+                # Tests clean up their indices by pattern (it-<unique>*): allow wildcard deletes.
+                extra_settings={"action.destructive_requires_name": "false"},
             )
             self.procs[n] = ProcRecord(name=n, argv=argv, log=str(home / "elasticsearch.log"), cwd=str(home))
 
@@ -447,13 +449,13 @@ class Stack:
 
 # --------------------------------------------------------------------------- small clients
 def _http_get(url: str, timeout: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.read()
 
 
 def _http_post(url: str, body: bytes, timeout: float = 2.0) -> bytes:
     req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return resp.read()
 
 

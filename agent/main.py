@@ -1,0 +1,333 @@
+"""logagent's daemon: one synchronous main loop from files to Kafka, configured from etcd.
+
+The loop, in Vector's vocabulary source → sink:
+
+1. drain etcd watch events (a background thread of the etcd client puts them in a queue) and
+   apply a changed collect list — validated first; a bad one is refused and the last good one
+   stays;
+2. read lines from the tail manager, but only while fewer than ``max_inflight_bytes`` are
+   unacknowledged (backpressure: when Kafka is slow or down we stop reading instead of buffering);
+3. produce them; serve delivery reports; hand each acknowledged offset back to the tail manager,
+   which moves the registry (so a saved offset never passes an unacknowledged line);
+4. save the registry about once a second, refresh the status key, sleep on inotify when idle.
+
+SIGTERM/SIGINT: stop reading, wait (bounded) for what is in flight, save the registry, delete
+the status key, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from logferry import __version__
+from logferry.config import AgentConfig, ConfigError, load_agent_config
+from logferry.envelope import encode_record, event_id, source_key
+from logferry.etcd import EtcdClient, EtcdError, LeaseKeeper, WatchEvent
+
+from .collectlist import CollectList
+from .hostip import host_ip
+from .metrics import AgentMetrics
+from .producer import KafkaSink
+from .registry import Registry
+from .tailer import TailManager
+
+log = logging.getLogger("logagent")
+
+DEFAULT_CONFIG = "/etc/logferry/logagent.ini"
+#: how long SIGTERM waits for Kafka to acknowledge what is in flight (systemd's TimeoutStopSec is above)
+SHUTDOWN_FLUSH_S = 15.0
+RESEND_BACKOFF_S = 1.0
+
+
+class Agent:
+    """State of one running agent; `run()` is the main loop."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        a = cfg.agent
+        self.data_dir = Path(a.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ip = host_ip(cfg.etcd.endpoints, a.host_ip)
+        self.hostname = a.hostname or socket.gethostname()
+        self.keys = cfg.etcd.keys()
+        self.collect_key = self.keys.agent_collect(self.ip)
+        self.metrics = AgentMetrics()
+        self.collect = CollectList(self.data_dir)
+        self.registry = Registry(self.data_dir / "registry.json")
+        self.registry.load()
+        self.tail = TailManager(
+            [],
+            self.registry,
+            scan_interval_s=a.scan_interval_s,
+            close_inactive_s=a.close_inactive_s,
+            max_open_files=a.max_open_files,
+        )
+        self.sink = KafkaSink(cfg.kafka.producer_config(), client_id=f"logagent-{self.hostname}")
+        self.events: queue.Queue[WatchEvent] = queue.Queue()
+        self.stopping = threading.Event()
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.etcd_state = "connecting"
+        self.last_error: str | None = None
+        self._status_doc = b"{}"
+        self._resend: list[tuple[float, Any]] = []
+        self.etcd: EtcdClient | None = None
+        self.watch = None
+        self.lease: LeaseKeeper | None = None
+
+    # ----------------------------------------------------------------- etcd side
+    def connect_etcd(self) -> None:
+        """Read the collect list (or fall back to the saved one), then follow the key."""
+        e = self.cfg.etcd
+        self.etcd = EtcdClient(
+            e.endpoints, user=e.user, password=e.password, ca_file=e.ca_file,
+            cert_file=e.cert_file, key_file=e.key_file, timeout_s=e.dial_timeout_s,
+        )
+        start_revision = 0
+        try:
+            value, mod_rev, header_rev = self.etcd.get_with_revision(self.collect_key)
+            self.etcd_state = "connected"
+            self.apply_list(value, mod_rev)
+            start_revision = header_rev + 1
+        except EtcdError as exc:
+            self.etcd_state = "unavailable"
+            saved = self.collect.load_saved()
+            self.note_error(f"etcd unavailable at start ({exc}); "
+                            + (f"using the saved collect list of revision {saved.revision}" if saved
+                               else "no saved collect list: collecting nothing until etcd answers"))
+            if saved:
+                self.tail.set_inputs(saved.inputs)
+            # Follow from just after what we have: the watch replays what we missed, or resyncs.
+            start_revision = (saved.revision + 1) if saved else 1
+        self.watch = self.etcd.watch(self.collect_key, prefix=False, start_revision=start_revision,
+                                     sink=self.events)
+        self.lease = LeaseKeeper(self.etcd, self.keys.agent_status(self.ip), lambda: self._status_doc,
+                                 ttl_s=10, refresh_s=max(1.0, self.cfg.agent.status_interval_s))
+
+    def apply_list(self, raw: bytes | None, revision: int) -> None:
+        if revision and revision <= self.collect.applied.revision and self.collect.applied.source == "etcd":
+            return  # already applied (a replay after a re-watch)
+        if self.collect.offer(raw, revision):
+            self.tail.set_inputs(self.collect.applied.inputs)
+            log.info("collect list of revision %d applied: %d input(s) %s", revision,
+                     len(self.collect.applied.inputs), [i.path for i in self.collect.applied.inputs])
+        else:
+            self.metrics.config_rejected.inc()
+            self.last_error = self.collect.last_error
+        self.refresh_status(force=True)
+
+    def drain_watch(self) -> None:
+        latest: WatchEvent | None = None
+        while True:
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if ev.kind in ("put", "delete"):
+                latest = ev  # coalesce a burst (e.g. a replay) into its last state
+            elif ev.kind == "error":
+                if self.etcd_state != "unavailable":
+                    log.warning("etcd watch broken: %s (collection goes on with the list in force)", ev.detail)
+                self.etcd_state = "unavailable"
+            elif ev.kind in ("restored", "resync"):
+                log.info("etcd watch %s: %s", ev.kind, ev.detail)
+                self.etcd_state = "connected"
+        if latest is not None:
+            self.etcd_state = "connected"
+            self.apply_list(latest.value if latest.kind == "put" else None, latest.mod_revision)
+
+    # ----------------------------------------------------------------- status
+    def note_error(self, msg: str) -> None:
+        self.last_error = msg
+        log.warning("%s", msg)
+
+    def refresh_status(self, force: bool = False) -> None:
+        files = []
+        for input_id, entries in self.tail.snapshot().items():
+            for f in entries:
+                acked = f["acked_offset"] or 0
+                files.append({"input": input_id, "path": f["path"], "offset": acked, "size": f["size"],
+                              "lag_bytes": max(0, (f["size"] or 0) - acked), "open": f["open"]})
+        files += [{"path": str(e), "error": str(e)} for e in self.tail.errors]
+        self.metrics.files_tracked.set(len(files))
+        self.metrics.lag_bytes.set(sum(f.get("lag_bytes", 0) for f in files))
+        applied = self.collect.applied
+        doc = {
+            "hostname": self.hostname,
+            "ip": self.ip,
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": {"revision": applied.revision, "source": applied.source,
+                       "inputs": len(applied.inputs), "rejected_revision": self.collect.rejected_revision,
+                       "error": self.collect.last_error},
+            "etcd": self.etcd_state,
+            "kafka": {"inflight_lines": self.sink.inflight_count, "inflight_bytes": self.sink.inflight_bytes,
+                      "last_error": self.sink.last_error},
+            "files": files,
+            "counters": self.metrics.summary(),
+            "last_error": self.collect.last_error or self.last_error,
+        }
+        self._status_doc = json.dumps(doc, separators=(",", ":")).encode()
+        if force and self.lease is not None:
+            self.lease.refresh()
+
+    # ----------------------------------------------------------------- data path
+    def produce_events(self, events: list) -> None:
+        for ev in events:
+            value = encode_record(
+                message=ev.message, timestamp=time.time(), host_name=self.hostname, host_ip=self.ip,
+                path=ev.path, offset=ev.offset, file_identity=ev.source_id, fields=ev.fields,
+                agent_version=__version__, truncated=ev.truncated,
+                multiline_lines=ev.lines if ev.lines > 1 else None,
+                event_id=event_id(self.ip, ev.source_id, ev.offset),
+            )
+            self.metrics.lines_read.inc()
+            self.metrics.bytes_read.inc(ev.next_offset - ev.offset)
+            if ev.truncated:
+                self.metrics.lines_truncated.inc()
+            self.sink.produce(ev.topic, source_key(self.ip, ev.source_id), value, (ev, value))
+
+    def handle_deliveries(self, deliveries: list) -> None:
+        now = time.monotonic()
+        acked: list[tuple[str, int]] = []
+        for d in deliveries:
+            ev, _value = d.token
+            if d.error is None:
+                acked.append((ev.identity, ev.next_offset))
+            else:
+                # Not acknowledged: the offset stays, the record is produced again later.
+                self.metrics.send_failures.inc()
+                self.note_error(f"kafka refused a line of {ev.path} for topic {ev.topic}: {d.error.str()}; "
+                                "retrying (the file offset does not move past it)")
+                self._resend.append((now + RESEND_BACKOFF_S, d.token))
+        if acked:
+            self.tail.ack_many(acked)
+            self.metrics.lines_sent.inc(len(acked))
+
+    def resend_due(self) -> None:
+        if not self._resend:
+            return
+        now = time.monotonic()
+        due = [t for when, t in self._resend if when <= now]
+        self._resend = [(when, t) for when, t in self._resend if when > now]
+        for ev, value in due:
+            self.metrics.retries.inc()
+            self.sink.produce(ev.topic, source_key(self.ip, ev.source_id), value, (ev, value))
+
+    def run(self) -> int:
+        a = self.cfg.agent
+        self.metrics.serve(a.metrics_address or "")
+        log.info("logagent %s starting: host %s ip %s, collect key %s, data dir %s",
+                 __version__, self.hostname, self.ip, self.collect_key, self.data_dir)
+        self.connect_etcd()
+        last_save = last_status = time.monotonic()
+        while not self.stopping.is_set():
+            self.drain_watch()
+            budget = a.max_inflight_bytes - self.sink.inflight_bytes
+            read_any = False
+            if budget > 0:
+                self.metrics.backpressure.set(0)
+                events = self.tail.poll(min(budget, 4 << 20))
+                if events:
+                    read_any = True
+                    self.produce_events(events)
+            else:
+                self.metrics.backpressure.set(1)
+            self.handle_deliveries(self.sink.poll(0))
+            self.resend_due()
+            self.metrics.inflight_bytes.set(self.sink.inflight_bytes)
+            self.metrics.inflight_lines.set(self.sink.inflight_count)
+            now = time.monotonic()
+            if now - last_save >= 1.0:
+                self.registry.save()
+                last_save = now
+            if now - last_status >= a.status_interval_s:
+                self.refresh_status()
+                last_status = now
+            if not read_any:
+                if self.sink.inflight_count or budget <= 0:
+                    self.handle_deliveries(self.sink.poll(0.05))
+                else:
+                    self.tail.wait(0.1)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        log.info("stopping: %d line(s) in flight, waiting up to %.0fs for Kafka", self.sink.inflight_count,
+                 SHUTDOWN_FLUSH_S)
+        deadline = time.monotonic() + SHUTDOWN_FLUSH_S
+        while self.sink.inflight_count and time.monotonic() < deadline:
+            self.handle_deliveries(self.sink.poll(0.1))
+        left = self.sink.inflight_count
+        self.registry.save()
+        self.tail.close()
+        if self.lease is not None:
+            self.lease.stop(delete=True)
+        if self.etcd is not None:
+            self.etcd.close()
+        if left:
+            log.warning("stopped with %d unacknowledged line(s): they are read again at the next start "
+                        "(same event.id, so Elasticsearch keeps one copy)", left)
+        log.info("stopped")
+        return 0
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="logagent",
+        description="Tail the files this host's collect list in etcd names and produce each line to Kafka. "
+                    "The list lives at <prefix>/agents/<host-ip>/collect and is followed live.",
+    )
+    ap.add_argument("--config", default=DEFAULT_CONFIG, help=f"bootstrap INI (default {DEFAULT_CONFIG})")
+    ap.add_argument("--check-config", action="store_true", help="validate the INI, print the host IP, and exit")
+    ap.add_argument("--version", action="version", version=f"logagent {__version__}")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_agent_config(args.config)
+    except ConfigError as e:
+        print(f"logagent: {e}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.agent.log_level)
+    if args.check_config:
+        print(f"{args.config}: OK; host ip {host_ip(cfg.etcd.endpoints, cfg.agent.host_ip)}")
+        return 0
+    # The hot path allocates many short-lived objects and no cycles: a higher gen-0 threshold
+    # makes the collector run far less often (measured ~1.6x faster poll+ack).
+    gc.set_threshold(100_000, 50, 100)
+    agent = Agent(cfg)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        agent.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return agent.run()
+    except EtcdError as e:
+        log.error("etcd: %s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

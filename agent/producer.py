@@ -1,0 +1,122 @@
+"""The Kafka side of logagent: produce lines, report which ones Kafka acknowledged.
+
+Delivery contract (DESIGN.md): a file's offset moves only past lines Kafka acknowledged with
+acks=all, through an idempotent producer, so librdkafka's own retries can neither reorder nor
+duplicate within a partition. ``message.timeout.ms`` is 0 (never give up): while the broker is
+away the records wait in librdkafka's queue, and the agent stops *reading* once
+``max_inflight_bytes`` are unacknowledged. Memory is bounded by that cap, never by an outage's
+length, and nothing is dropped.
+
+A delivery that still fails (a permanent per-message error such as an unknown topic with
+auto-creation off, or authorisation) is handed back to the caller as a failure; the agent
+re-sends it after a backoff, so such lines are delayed and reported, never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+log = logging.getLogger("logagent.producer")
+
+#: librdkafka settings the agent insists on; an INI may not weaken them.
+REQUIRED = {
+    "acks": "all",
+    "enable.idempotence": "true",
+    "message.timeout.ms": "0",
+    "max.in.flight.requests.per.connection": "5",
+}
+
+#: defaults tuned for throughput on log lines; the INI's [kafka] producer.* keys override them.
+DEFAULTS = {
+    "linger.ms": "20",
+    "batch.size": str(1 << 20),
+    "batch.num.messages": "10000",
+    "queue.buffering.max.kbytes": str(512 << 10),
+    "queue.buffering.max.messages": "1000000",
+    "compression.type": "lz4",
+    "socket.keepalive.enable": "true",
+    "reconnect.backoff.max.ms": "5000",
+    "statistics.interval.ms": "0",
+}
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What came back for one produced record: `token` is the caller's, `error` None on success."""
+
+    token: Any
+    error: KafkaError | None
+    size: int
+
+
+class KafkaSink:
+    """One idempotent producer for the whole agent, with a byte count of what is unacknowledged."""
+
+    def __init__(self, config: Mapping[str, str], *, client_id: str = "logagent") -> None:
+        conf: dict[str, Any] = {"client.id": client_id, **DEFAULTS, **dict(config), **REQUIRED}
+        # librdkafka logs every failed connect attempt (one a second per broker while it is down);
+        # error_cb below reports the same faults once per 10 s, so its own log keeps only CRITICAL.
+        rdlog = logging.getLogger("logagent.librdkafka")
+        rdlog.setLevel(logging.CRITICAL)
+        conf["logger"] = rdlog
+        conf["error_cb"] = self._on_error
+        self._producer = Producer(conf)
+        self._done: list[Delivery] = []
+        self.inflight_bytes = 0
+        self.inflight_count = 0
+        self.last_error: str | None = None
+        self._last_error_logged = 0.0
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Broker-down and similar are expected faults: one log line, rate-limited, no traceback.
+        self.last_error = f"kafka: {err.str()}"
+        now = time.monotonic()
+        if now - self._last_error_logged > 10 or err.fatal():
+            self._last_error_logged = now
+            log.warning("kafka: %s (will keep retrying; lines wait, nothing is dropped)", err.str())
+        if err.fatal():
+            raise KafkaException(err)
+
+    def produce(self, topic: str, key: bytes, value: bytes, token: Any) -> None:
+        """Queue one record; blocks (serving callbacks) only if librdkafka's own queue is full."""
+        size = len(value) + len(key)
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            self._done.append(Delivery(token, err, size))
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self.inflight_bytes += size
+        self.inflight_count += 1
+
+    def poll(self, timeout: float = 0.0) -> list[Delivery]:
+        """Serve delivery reports; returns those that arrived since the last call."""
+        self._producer.poll(timeout)
+        done, self._done = self._done, []
+        for d in done:
+            self.inflight_bytes -= d.size
+            self.inflight_count -= 1
+        return done
+
+    def flush(self, timeout: float) -> list[Delivery]:
+        """Wait up to `timeout` for everything queued; returns the reports that arrived."""
+        self._producer.flush(timeout)
+        return self.poll(0)
+
+    def ping(self, timeout: float = 2.0) -> bool:
+        """True if a broker answers a metadata request (used for the status key)."""
+        try:
+            self._producer.list_topics(timeout=timeout)
+            return True
+        except KafkaException:
+            return False

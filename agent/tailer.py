@@ -1,0 +1,1440 @@
+"""The file side of logagent: find files, read their new lines, remember what Kafka acknowledged.
+
+Three pieces, in Filebeat's vocabulary, all synchronous (the agent has one main loop):
+
+- :class:`FileScanner` lists the regular files an input's globs match now.
+- :class:`Harvester` reads one file (one identity, see :mod:`agent.fingerprint`) from an offset:
+  lines or joined multiline events, a bounded number of bytes per call so the caller can
+  apply backpressure, with truncation, deletion and rename detection.
+- :class:`TailManager` runs the inputs: scans, opens and closes harvesters under a cap on open
+  descriptors, reads round-robin, hands out :class:`Event` objects, and moves the registry
+  offset only when :meth:`TailManager.ack` says Kafka has them.
+
+Rotation cases, and what happens:
+
+- rename + create: the old file keeps its identity under its new name. If the new name still
+  matches a glob it is simply followed there; otherwise its open descriptor is read to EOF and
+  closed ("finish the old file"), and the new file at the path, a new identity, is read from 0
+  once the old one is finished. This holds even when the new file was created before we noticed.
+- copytruncate: shows only as size < read offset (or, if it regrew meanwhile, as a changed
+  fingerprint): the file is read again from 0 under a new ``source_id`` so the new lines'
+  event ids do not collide with the old ones'.
+- delete: an open descriptor stays readable; it is read to EOF, then closed.
+- files that appear later: read from 0, always. ``start_at`` ("end" by default) only applies to
+  files found by an input's very first scan ever (the registry remembers which inputs ran).
+
+inotify only wakes the loop early; the periodic stat scan is the source of truth, because
+inotify has no truncate event and its queue can overflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import glob
+import logging
+import os
+import re
+import stat
+import time
+from array import array
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from agent.fingerprint import (
+    FINGERPRINT_BYTES,
+    digest,
+    identity_of_stat,
+    ino_identity,
+    is_fp,
+    is_ino,
+    may_have_grown_into,
+)
+from agent.lines import LineSplitter, decode_line
+from agent.multiline import MultilineJoiner
+from agent.registry import Registry
+
+__all__ = [
+    "Event",
+    "FileChanged",
+    "FileScanner",
+    "Harvester",
+    "ScanError",
+    "TailManager",
+]
+
+log = logging.getLogger("logagent.tailer")
+
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
+READ_CHUNK = 256 * 1024
+MIN_QUANTUM = 64 * 1024
+
+_tuple_new = tuple.__new__  # builds the Event named tuple without its Python-level __new__
+
+# A record coming out of a harvester: agent.lines.Line or agent.multiline.Joined; both have
+# .offset .raw .truncated .next_offset .lines
+Record = Any
+
+
+# --- scanning -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScanError:
+    """A file the globs match but that cannot be read, reported instead of raised."""
+
+    path: str
+    errno: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} (errno {self.errno})"
+
+
+class FileScanner:
+    """The regular, readable files matching ``globs`` minus those an exclude regex finds.
+
+    Directories, sockets, FIFOs and devices are skipped silently (a glob like ``/var/log/*``
+    matches them); files that exist but cannot be stat'ed or read come back as
+    :class:`ScanError` so the agent can report them in its status instead of crashing.
+    """
+
+    def __init__(
+        self, globs: str | Iterable[str], exclude_regexes: Iterable[str | re.Pattern[str]] = ()
+    ) -> None:
+        self.globs = (globs,) if isinstance(globs, str) else tuple(globs)
+        self.excludes = tuple(r if isinstance(r, re.Pattern) else re.compile(r) for r in exclude_regexes)
+
+    def scan(self) -> tuple[dict[str, os.stat_result], list[ScanError]]:
+        """``({path: stat}, errors)`` for the files matching now."""
+        found: dict[str, os.stat_result] = {}
+        errors: list[ScanError] = []
+        for pattern in self.globs:
+            for path in sorted(glob.glob(pattern, recursive=True)):
+                if path in found or any(r.search(path) for r in self.excludes):
+                    continue
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue  # vanished between listing and stat, or a dangling symlink
+                except OSError as e:
+                    errors.append(ScanError(path, e.errno or 0, e.strerror or str(e)))
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if not os.access(path, os.R_OK):
+                    errors.append(ScanError(path, errno.EACCES, os.strerror(errno.EACCES)))
+                    continue
+                found[path] = st
+        return found, errors
+
+    def watch_dirs(self) -> set[str]:
+        """Existing directories whose changes can change what :meth:`scan` finds (for inotify).
+
+        The glob's parent directories; every directory below a ``**``; and for a parent that
+        does not exist yet, its nearest existing ancestor, so that creating it wakes the loop.
+        """
+        dirs: set[str] = set()
+        for pattern in self.globs:
+            parent = os.path.dirname(pattern) or "."
+            recursive = "**" in parent
+            if recursive:
+                parent = parent[: parent.index("**")].rstrip("/") or "/"
+            if glob.has_magic(parent):
+                bases = [d for d in glob.glob(parent) if os.path.isdir(d)]
+                if not bases:
+                    dirs.add(_existing_ancestor(_static_prefix(parent)))
+            elif os.path.isdir(parent):
+                bases = [parent]
+            else:
+                bases = []
+                dirs.add(_existing_ancestor(parent))
+            for base in bases:
+                dirs.add(base)
+                if recursive:
+                    below = glob.glob(os.path.join(glob.escape(base), "**", ""), recursive=True)
+                    dirs.update(d.rstrip("/") or "/" for d in below)
+        return dirs
+
+
+def _static_prefix(pattern: str) -> str:
+    """The directories of ``pattern`` before its first wildcard."""
+    parts = []
+    for part in pattern.split("/"):
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return "/".join(parts) or "/"
+
+
+def _existing_ancestor(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.isdir(path) and path != "/":
+        path = os.path.dirname(path)
+    return path
+
+
+# --- one file -----------------------------------------------------------------------------------
+
+
+class FileChanged(Exception):
+    """The path no longer leads to the file this harvester was reading (rotated or recycled inode)."""
+
+
+class Harvester:
+    """Reads one file identity from ``offset``, in bounded steps, surviving close and reopen.
+
+    ``offset`` is always the end of what has been handed out: closing (to save descriptors,
+    or because ``max_line_bytes``/multiline settings changed) drops the buffered partial line
+    or pending multiline event and a reopen reads them again from there, so nothing is handed
+    out twice or lost. :meth:`open` refuses (:class:`FileChanged`) a path that now holds
+    another file.
+
+    Notices for the owner, valid after each :meth:`read_lines`: ``truncated_now`` (the file
+    was truncated: the records returned by that call are the old content's last ones, and the
+    next call reads the new content from 0), a changed ``identity`` (grown from ``ino:`` to
+    ``fp:``), ``finished`` (a draining file reached EOF and was closed).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        identity: str | None = None,
+        offset: int = 0,
+        *,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        multiline: Callable[[], MultilineJoiner] | None = None,
+        partial_flush_s: float = 5.0,
+        fingerprint_bytes: int = FINGERPRINT_BYTES,
+        head_len: int = 0,
+        head: str = "",
+        after_flush: bool = False,
+    ) -> None:
+        self.path = path
+        self.identity = identity
+        self.offset = offset
+        self.max_line_bytes = max_line_bytes
+        self.multiline = multiline
+        self.partial_flush_s = partial_flush_s
+        self.fingerprint_bytes = fingerprint_bytes
+        self.head_len = head_len
+        self.head = head
+        self.fd: int | None = None
+        self.dev: int | None = None
+        self.ino: int | None = None
+        self.size = 0
+        self.mtime_ns = 0
+        self.at_eof = False
+        self.draining = False
+        self.finished = False
+        self.deleted = False
+        self.truncations = 0
+        self.truncated_now = False
+        self.last_read_bytes = 0
+        self.last_data_at = time.monotonic()
+        self._pos = offset  # bytes fed to the splitter
+        self._seen_upto = offset  # furthest byte ever read: re-reads after a reopen are not "new data"
+        self._resume_after_flush = after_flush
+        self._held_at_close = False
+        self._splitter: LineSplitter | None = None
+        self._joiner: MultilineJoiner | None = None
+
+    # --- state ---
+
+    @property
+    def is_open(self) -> bool:
+        return self.fd is not None
+
+    @property
+    def holds_unflushed(self) -> bool:
+        """A partial line or a pending multiline event waits (or waited, when closed) for its end."""
+        if self._splitter is None:
+            return self._held_at_close
+        return self._splitter.has_partial or (self._joiner is not None and self._joiner.pending)
+
+    def flush_deadline(self) -> float | None:
+        """Monotonic time when :meth:`flush` will hand out a held partial line or event."""
+        if not self.holds_unflushed:
+            return None
+        if self._splitter is not None and self._splitter.has_partial:
+            return self.last_data_at + self.partial_flush_s  # the partial line goes first
+        timeout = self.partial_flush_s
+        joiner = self._joiner
+        if joiner is None and self.multiline is not None:
+            joiner = self.multiline()  # closed: the earliest it may be due
+        if joiner is not None:
+            timeout = min(timeout, joiner.flush_timeout_s)
+        return self.last_data_at + timeout
+
+    def idle_s(self, now: float | None = None) -> float:
+        """Seconds since new bytes last arrived."""
+        return (time.monotonic() if now is None else now) - self.last_data_at
+
+    # --- opening and closing ---
+
+    def open(self) -> None:
+        """Open the path and position at :attr:`offset`; raises OSError or :class:`FileChanged`."""
+        if self.fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileChanged(f"{self.path} is no longer a regular file")
+            current = identity_of_stat(fd, st, self.fingerprint_bytes)
+            self._verify(fd, st, current)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+        self.identity = current
+        self._pos = self.offset
+        self._splitter = LineSplitter(self.max_line_bytes, self.offset, self._resume_after_flush)
+        self._joiner = self.multiline() if self.multiline is not None else None
+        self.at_eof = False
+        if is_ino(current):
+            self._update_head(st.st_size)
+
+    def _verify(self, fd: int, st: os.stat_result, current: str) -> None:
+        expected = self.identity
+        if expected is None or (expected == current and is_fp(current)):
+            return
+        grown = is_ino(expected) and may_have_grown_into(expected, st, self.fingerprint_bytes)
+        if expected == current or grown:
+            # Same inode number (or grown into a fingerprint): not a recycled inode holding another file?
+            if self.head_len and digest(os.pread(fd, self.head_len, 0)) != self.head:
+                raise FileChanged(f"{self.path}: inode {st.st_ino} now holds a different file")
+            return
+        raise FileChanged(f"{self.path}: is now {current}, was {expected}")
+
+    def close(self) -> None:
+        """Release the descriptor; held (unflushed) bytes will be read again from :attr:`offset`."""
+        self._held_at_close = self.holds_unflushed
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            finally:
+                self.fd = None
+        self._splitter = None
+        self._joiner = None
+        self._pos = self.offset
+        self.at_eof = False
+
+    def start_draining(self) -> None:
+        """Read what is left, then close for good (the file was rotated away or deleted)."""
+        self.draining = True
+
+    def check_path(self) -> str:
+        """Does the path still lead to this file? ``"same"``, ``"replaced"`` or ``"gone"``.
+
+        Anything but ``"same"`` starts draining an open harvester: the old descriptor is read
+        to EOF and closed, the file now at the path is another harvester's business.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            state = "gone"
+        else:
+            state = "same" if (st.st_dev, st.st_ino) == (self.dev, self.ino) else "replaced"
+        if state != "same" and self.fd is not None:
+            self.draining = True
+        return state
+
+    # --- reading ---
+
+    def read_lines(self, max_bytes: int, now: float | None = None) -> list[Record]:
+        """Read at most ``max_bytes`` new bytes; returns the records they completed.
+
+        Never blocks on the file: reads what is there. Opens the file if closed.
+        """
+        now = time.monotonic() if now is None else now
+        self.truncated_now = False
+        self.last_read_bytes = 0
+        if self.finished:
+            return []
+        if self.fd is None:
+            self.open()
+        fd = self.fd
+        assert fd is not None and self._splitter is not None
+        st = os.fstat(fd)
+        size = st.st_size
+        self.size, self.mtime_ns = size, st.st_mtime_ns
+        if st.st_nlink == 0 and not self.deleted:
+            self.deleted = True
+            self.draining = True
+        if size < self._pos or (size > self._pos and self._content_replaced(fd, st)):
+            return self._restart_truncated(now)
+        if is_ino(self.identity or "") and size >= self.fingerprint_bytes:
+            self.identity = identity_of_stat(fd, st, self.fingerprint_bytes)
+        out: list[Record] = []
+        got = 0
+        eof = False
+        while got < max_bytes:
+            want = min(READ_CHUNK, max_bytes - got)
+            data = os.pread(fd, want, self._pos)
+            if not data:
+                eof = True
+                break
+            self._pos += len(data)
+            got += len(data)
+            lines = self._splitter.feed(data)
+            if lines:
+                self._hand_out(self._join(lines, now) if self._joiner is not None else lines, out)
+            if len(data) < want:
+                eof = True
+                break
+        self.at_eof = eof or self._pos >= size
+        self.last_read_bytes = got
+        if self._pos > self._seen_upto:
+            self._seen_upto = self._pos
+            self.last_data_at = now
+        if got and is_ino(self.identity or "") and self.head_len < min(self._pos, self.fingerprint_bytes):
+            self._update_head(max(size, self._pos))
+        if self.draining and self.at_eof:
+            out.extend(self._flush_everything())
+            self.close()
+            self.finished = True
+        return out
+
+    def flush(self, now: float | None = None, force: bool = False) -> list[Record]:
+        """Hand out a held partial line / pending multiline event once its timeout passed (or now)."""
+        if self._splitter is None:
+            return []
+        now = time.monotonic() if now is None else now
+        idle = now - self.last_data_at
+        out: list[Record] = []
+        if self._splitter.has_partial and (force or idle >= self.partial_flush_s):
+            out.extend(self._flush_everything())
+        elif self._joiner is not None and self._joiner.pending and (
+            force or idle >= self._joiner.flush_timeout_s
+        ):
+            self._hand_out(self._joiner.flush_all(), out)
+        return out
+
+    def _flush_everything(self) -> list[Record]:
+        out: list[Record] = []
+        assert self._splitter is not None
+        partial = self._splitter.flush_partial()
+        if self._joiner is not None:
+            recs = self._joiner.feed(partial) if partial is not None else []
+            recs += self._joiner.flush_all()
+            self._hand_out(recs, out)
+        elif partial is not None:
+            self._hand_out([partial], out)
+        if partial is not None:
+            self._resume_after_flush = True
+        return out
+
+    def _join(self, lines: list[Any], now: float) -> list[Record]:
+        joiner = self._joiner
+        assert joiner is not None
+        out: list[Record] = []
+        for line in lines:
+            out += joiner.feed(line, now)
+        return out
+
+    def _hand_out(self, records: list[Record], out: list[Record]) -> None:
+        if records:
+            self.offset = records[-1].next_offset
+            self._resume_after_flush = False
+            out.extend(records)
+
+    def _content_replaced(self, fd: int, st: os.stat_result) -> bool:
+        # Truncated and regrown past our offset between two reads: only the head tells.
+        ident = self.identity or ""
+        if is_fp(ident):
+            return identity_of_stat(fd, st, self.fingerprint_bytes) != ident
+        if self.head_len:
+            return digest(os.pread(fd, self.head_len, 0)) != self.head
+        return False
+
+    def _restart_truncated(self, now: float) -> list[Record]:
+        out = self._flush_everything()  # the old content's last bytes: handed out, not dropped
+        log.info("%s: truncated (size %d < offset %d or head changed): reading again from 0",
+                 self.path, self.size, self._pos)
+        fd = self.fd
+        assert fd is not None
+        st = os.fstat(fd)
+        self.truncations += 1
+        self.truncated_now = True
+        self.offset = self._pos = self._seen_upto = 0
+        self._resume_after_flush = False
+        self._splitter = LineSplitter(self.max_line_bytes, 0)
+        self._joiner = self.multiline() if self.multiline is not None else None
+        self.identity = identity_of_stat(fd, st, self.fingerprint_bytes)
+        self.head_len, self.head = 0, ""
+        if is_ino(self.identity):
+            self._update_head(st.st_size)
+        self.at_eof = False
+        self.last_data_at = now
+        return out
+
+    def _update_head(self, size: int) -> None:
+        assert self.fd is not None
+        data = os.pread(self.fd, min(size, self.fingerprint_bytes), 0)
+        self.head_len, self.head = len(data), digest(data)
+
+
+# --- many files ---------------------------------------------------------------------------------
+
+
+class Event(NamedTuple):
+    """One line (or joined multiline event) ready for Kafka.
+
+    ``source_id`` is the stable name of the file to build the Kafka key and the event id from
+    (it survives the ``ino:`` to ``fp:`` identity change; a truncated file gets a new one).
+    ``identity`` + ``next_offset`` are what :meth:`TailManager.ack` wants back. ``fields`` is
+    the input's extra fields, shared read-only between events.
+    """
+
+    input_id: str
+    topic: str
+    path: str
+    identity: str
+    source_id: str
+    offset: int
+    next_offset: int
+    raw: bytes
+    truncated: bool
+    lines: int
+    fields: Mapping[str, str]
+
+    @property
+    def message(self) -> str:
+        """The text (invalid UTF-8 replaced by U+FFFD)."""
+        return decode_line(self.raw)
+
+
+@dataclass(eq=False, slots=True)
+class _Input:
+    id: str
+    globs: tuple[str, ...]
+    excludes: tuple[str, ...]
+    topic: str
+    fields: Mapping[str, str]
+    start_at: str
+    max_line_bytes: int
+    multiline: tuple[Any, ...] | None
+    scanner: FileScanner
+    first_run: bool = False  # this input never ran before (start_at applies to its first scan)
+    scanned: bool = False
+
+    def make_joiner(self) -> MultilineJoiner:
+        assert self.multiline is not None
+        pattern, negate, match, max_lines, timeout = self.multiline
+        return MultilineJoiner(pattern, negate, match, max_lines, timeout, max_bytes=self.max_line_bytes)
+
+    def joiner_factory(self) -> Callable[[], MultilineJoiner] | None:
+        return self.make_joiner if self.multiline is not None else None
+
+
+class _Pending:
+    """The ``next_offset`` of each event handed out for one file generation, and which are acked.
+
+    8 bytes per event in flight (an ``array``), O(1) per in-order ack, O(log n) for one that
+    overtook others (a retried record): a file with 100,000 lines in flight stays cheap.
+    """
+
+    __slots__ = ("acked", "done", "gen", "head", "offs")
+
+    def __init__(self, gen: int) -> None:
+        self.gen = gen
+        self.offs = array("q")  # strictly increasing within a generation
+        self.head = 0  # offs[:head] are acknowledged
+        self.acked: set[int] = set()  # indexes >= head acknowledged out of order
+        self.done: int | None = None  # highest offset below which everything is acknowledged
+
+    def __len__(self) -> int:
+        return len(self.offs) - self.head - len(self.acked)
+
+    def ack(self, next_offset: int) -> bool:
+        offs, h = self.offs, self.head
+        if h < len(offs) and offs[h] == next_offset:
+            h += 1
+            acked = self.acked
+            while acked and h in acked:
+                acked.remove(h)
+                h += 1
+            self.done = offs[h - 1]
+            if h > 4096 and h * 2 > len(offs):
+                del offs[:h]
+                self.acked = {i - h for i in acked}
+                h = 0
+            self.head = h
+            return True
+        i = bisect_left(offs, next_offset, h)
+        if i < len(offs) and offs[i] == next_offset and i not in self.acked:
+            self.acked.add(i)
+            return True
+        return False
+
+
+@dataclass(eq=False, slots=True)
+class _File:
+    harv: Harvester
+    input: _Input | None
+    source: str
+    gen: int = 0
+    pending: deque[_Pending] = field(default_factory=deque)  # one per generation with events in flight
+    routes: set[str] = field(default_factory=set)
+    wants_read: bool = True
+    waiting_since: float = 0.0
+    closed_size: int = -1
+    closed_mtime: int = -1
+    head_checked: tuple[int, int] = (-1, -1)
+    after: _File | None = None  # the file that was at our path before: finish it first
+    retired: bool = False
+    acked_upto: int | None = None  # the current generation's contiguously acknowledged offset
+    synced_upto: int | None = None  # ... as last written to the registry
+
+    def inflight(self) -> int:
+        return sum(len(p) for p in self.pending)
+
+
+def _attr(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+class TailManager:
+    """Runs the inputs: scan, harvest round-robin under an open-files cap, ack, save offsets.
+
+    Inputs are any objects (or dicts) with the attributes of ``logferry.schema.InputSpec``:
+    ``path`` (a glob, or a list of globs), ``topic``, ``multiline`` (None or an object/dict
+    with ``pattern``, ``negate``, ``match``, ``max_lines``, ``flush_timeout_s``), ``fields``,
+    ``exclude_files``, ``start_at``, ``max_line_bytes``; optionally ``id`` (default: the path,
+    which a collect list keeps unique).
+
+    The registry is saved by :meth:`poll` itself whenever a file entry was created, moved or
+    reset, before the events of that poll are handed out: event ids depend on an entry's
+    ``source``, so the entry must be on disk before any of its lines can reach Kafka. Offsets
+    moved by :meth:`ack` are saved by the caller's own periodic ``registry.save()``.
+
+    The loop it is made for::
+
+        while running:
+            for e in tm.poll(budget_bytes=room_in_the_producer):
+                produce(e.topic, key=(host_ip, e.source_id), id=(host_ip, e.source_id, e.offset),
+                        token=(e.identity, e.next_offset))
+            tm.ack_many(token for token in delivered_ok())
+            registry.save()            # at most once a second; a no-op when nothing moved
+            tm.wait(0.5)               # inotify or timeout
+    """
+
+    def __init__(
+        self,
+        inputs: Iterable[Any],
+        registry: Registry,
+        *,
+        use_inotify: bool = True,
+        scan_interval_s: float = 5.0,
+        close_inactive_s: float = 300.0,
+        partial_flush_s: float = 5.0,
+        max_open_files: int = 256,
+        fingerprint_bytes: int = FINGERPRINT_BYTES,
+        min_rescan_interval_s: float = 0.1,
+    ) -> None:
+        self.registry = registry
+        self.scan_interval_s = scan_interval_s
+        self.close_inactive_s = close_inactive_s
+        self.partial_flush_s = partial_flush_s
+        self.max_open_files = max(1, max_open_files)
+        self.fingerprint_bytes = fingerprint_bytes
+        self.min_rescan_interval_s = min_rescan_interval_s
+        self._scan_errors: list[ScanError] = []
+        self._read_errors: dict[str, ScanError] = {}
+        self.counters = {"lines": 0, "bytes": 0, "truncations": 0, "rotations": 0, "files_opened": 0}
+        self._inputs: dict[str, _Input] = {}
+        self._files: dict[str, _File] = {}  # current identity -> file being tracked
+        self._routes: dict[str, list[_File]] = {}  # any identity an event carried -> files (acks)
+        self._by_path: dict[str, _File] = {}
+        self._idcache: dict[str, tuple[int, int, int, int, str]] = {}
+        self._reported: set[tuple[str, int]] = set()
+        self._next_scan = 0.0
+        self._last_scan = float("-inf")
+        self._rr = 0
+        self._more = False
+        self._finished_some = False
+        self._must_save = False
+        self._inotify: Any = None
+        self._watches: dict[str, int] = {}
+        self._wd_dirs: dict[int, str] = {}
+        if use_inotify:
+            self._start_inotify()
+        self.set_inputs(inputs)
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def set_inputs(self, new_inputs: Iterable[Any]) -> None:
+        """Apply a new input list without losing lines already read.
+
+        A removed input stops reading at once (its handed-out lines can still be acked); a
+        changed topic or fields apply to events handed out after the change; changed globs are
+        picked up by the next scan (made at the next :meth:`poll`); a changed
+        ``max_line_bytes`` or multiline setting reopens the files at their handed-out offset.
+        """
+        fresh: dict[str, _Input] = {}
+        for spec in new_inputs:
+            inp = self._make_input(spec)
+            if inp.id in fresh:
+                n = 2
+                while f"{inp.id}#{n}" in fresh:
+                    n += 1
+                inp.id = f"{inp.id}#{n}"
+            fresh[inp.id] = inp
+        for old in list(self._inputs.values()):
+            new = fresh.get(old.id)
+            files = [f for f in self._files.values() if f.input is old]
+            if new is None:
+                log.info("input %s removed: stopping its %d files", old.id, len(files))
+                for f in files:
+                    self._drop(f)
+                continue
+            new.first_run, new.scanned = old.first_run, old.scanned
+            reopen = (old.max_line_bytes, old.multiline) != (new.max_line_bytes, new.multiline)
+            for f in files:
+                f.input = new
+                if reopen:
+                    f.harv.max_line_bytes = new.max_line_bytes
+                    f.harv.multiline = new.joiner_factory()
+                    if f.harv.is_open:
+                        self._close(f)
+                        f.wants_read = True
+        for inp in fresh.values():
+            if inp.id not in self._inputs:
+                inp.first_run = not self.registry.input_known(inp.id)
+        self._inputs = fresh
+        self._next_scan = 0.0  # rescan at the next poll
+
+    def _make_input(self, spec: Any) -> _Input:
+        path = _attr(spec, "path")
+        globs = (path,) if isinstance(path, str) else tuple(path)
+        excludes = tuple(_attr(spec, "exclude_files", None) or ())
+        raw_fields = _attr(spec, "fields", None) or {}
+        fields = dict(raw_fields.items()) if isinstance(raw_fields, Mapping) else dict(raw_fields)
+        ml = _attr(spec, "multiline", None)
+        multiline = None
+        if ml is not None:
+            pattern = _attr(ml, "regex", None) or _attr(ml, "pattern")
+            timeout = _attr(ml, "flush_timeout_s", None)
+            if timeout is None:
+                timeout = _attr(ml, "timeout", 5.0)
+            multiline = (pattern, bool(_attr(ml, "negate", False)), _attr(ml, "match", "after"),
+                         int(_attr(ml, "max_lines", 500)), float(timeout))
+        input_id = _attr(spec, "id", None) or ",".join(globs)
+        return _Input(
+            id=str(input_id),
+            globs=globs,
+            excludes=excludes,
+            topic=str(_attr(spec, "topic", "")),
+            fields=MappingProxyType(fields),
+            start_at=str(_attr(spec, "start_at", None) or "end"),
+            max_line_bytes=int(_attr(spec, "max_line_bytes", None) or DEFAULT_MAX_LINE_BYTES),
+            multiline=multiline,
+            scanner=FileScanner(globs, excludes),
+        )
+
+    # --- the loop's calls -------------------------------------------------------------------
+
+    def poll(self, budget_bytes: int = 4 * 1024 * 1024, now: float | None = None) -> list[Event]:
+        """Read up to ``budget_bytes`` across the files (round-robin) and return the ready events.
+
+        Also scans when due, opens/closes files under the cap, flushes timed-out partial lines
+        and multiline events. Pass a smaller budget when Kafka is behind (0 reads nothing but
+        still scans and flushes): bytes not read stay in the files, nothing is buffered here
+        beyond a line (or a multiline event) per file.
+        """
+        now = time.monotonic() if now is None else now
+        events: list[Event] = []
+        self._more = False
+        if now >= self._next_scan:
+            self._scan(now)
+        self._open_waiting(now)
+        self._finished_some = False
+        left = self._read_round_robin(budget_bytes, now, events) if budget_bytes > 0 else 0
+        if self._finished_some and left > 0:
+            # A rotated-away file just finished: its successor at the same path may start now.
+            self._open_waiting(now)
+            self._read_round_robin(left, now, events)
+        self._flush_and_close(now, events)
+        if self._must_save:
+            try:
+                self.registry.save()
+                self._must_save = False
+            except OSError as e:
+                log.error("registry %s: cannot save (%s); will retry", self.registry.path, e)
+        return events
+
+    def ack(self, identity: str, next_offset: int) -> bool:
+        """Kafka acknowledged the event (``event.identity``, ``event.next_offset``).
+
+        Acks may come in any order; a file's registry offset moves to the highest offset
+        below which every handed-out event is acknowledged. False for an unknown event.
+        """
+        f = self._ack(identity, next_offset)
+        if f is None:
+            return False
+        self._sync_offset(f)
+        return True
+
+    def ack_many(self, acks: Iterable[tuple[str, int]]) -> int:
+        """:meth:`ack` for a batch of ``(identity, next_offset)``; the registry moves once per file.
+
+        Returns how many were known.
+        """
+        touched: dict[int, _File] = {}
+        known = 0
+        for identity, next_offset in acks:
+            f = self._ack(identity, next_offset)
+            if f is not None:
+                known += 1
+                touched[id(f)] = f
+        for f in touched.values():
+            self._sync_offset(f)
+        return known
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep until a watched directory changes or ``timeout_s`` passes; True if woken by a change.
+
+        Returns at once when the last :meth:`poll` stopped on its budget or files wait for a
+        descriptor, and never sleeps past the next scan or flush deadline.
+        """
+        if self._more:
+            return True
+        now = time.monotonic()
+        deadline = min(now + max(0.0, timeout_s), self._next_scan)
+        for f in self._files.values():
+            d = f.harv.flush_deadline()
+            if d is not None and d < deadline:
+                deadline = d
+        t = max(0.0, deadline - now)
+        if self._inotify is None:
+            if t:
+                time.sleep(t)
+            return False
+        try:
+            evs = self._inotify.read(timeout=int(t * 1000))
+        except OSError as e:
+            log.warning("inotify read failed (%s); falling back to scanning", e)
+            self._stop_inotify()
+            return False
+        if evs:
+            self._on_inotify(evs)
+        return bool(evs)
+
+    def close(self) -> None:
+        """Close every file and the inotify descriptor (the registry is the caller's to save)."""
+        for f in list(self._files.values()):
+            f.harv.close()
+        self._stop_inotify()
+
+    # --- what the status key wants --------------------------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        """Events handed out and not yet acknowledged."""
+        return sum(f.inflight() for f in self._unique_routed())
+
+    @property
+    def errors(self) -> list[ScanError]:
+        """Files that match but cannot be read, as of the last scan and the reads since."""
+        return [*self._scan_errors, *self._read_errors.values()]
+
+    @property
+    def open_files(self) -> int:
+        return sum(1 for f in self._files.values() if f.harv.is_open)
+
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        """Per input: its files with path, identity, read/acked offsets, size, open or not."""
+        out: dict[str, list[dict[str, Any]]] = {i: [] for i in self._inputs}
+        for ident, f in self._files.items():
+            if f.input is None:
+                continue
+            entry = self.registry.get(ident)
+            out.setdefault(f.input.id, []).append({
+                "path": f.harv.path,
+                "identity": ident,
+                "read_offset": f.harv.offset,
+                "acked_offset": entry.offset if entry else None,
+                "size": f.harv.size,
+                "open": f.harv.is_open,
+                "pending": f.inflight(),
+            })
+        return out
+
+    # --- scanning ---------------------------------------------------------------------------
+
+    def _scan(self, now: float) -> None:
+        self._last_scan = now
+        self._next_scan = now + self.scan_interval_s
+        open_by_inode = {(f.harv.dev, f.harv.ino): f for f in self._files.values() if f.harv.is_open}
+        seen: dict[str, tuple[str, os.stat_result, _Input]] = {}
+        errors: list[ScanError] = []
+        paths_now: set[str] = set()
+        first_scans: list[_Input] = []
+        for inp in self._inputs.values():
+            found, errs = inp.scanner.scan()
+            errors.extend(errs)
+            for path, st in found.items():
+                paths_now.add(path)
+                f_open = open_by_inode.get((st.st_dev, st.st_ino))
+                if f_open is not None and f_open.harv.identity:
+                    ident = f_open.harv.identity
+                else:
+                    try:
+                        ident = self._identity_for(path, st)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as e:
+                        errors.append(ScanError(path, e.errno or 0, e.strerror or str(e)))
+                        continue
+                prev = seen.get(ident)
+                if prev is None:
+                    seen[ident] = (path, st, inp)
+                else:
+                    known = self._files.get(ident)
+                    if known is not None and known.harv.path == path and prev[2] is inp:
+                        seen[ident] = (path, st, inp)
+            if not inp.scanned:
+                first_scans.append(inp)
+        for path in list(self._idcache):
+            if path not in paths_now:
+                del self._idcache[path]
+        self._read_errors.clear()
+        self._report_errors(errors)
+
+        # Same inode, new content identity, harvester closed: grown past the fingerprint size
+        # (keep the entry) or a recycled inode (a new file: forget the old one).
+        for ident, (path, st, _inp) in seen.items():
+            if ident in self._files:
+                f = self._files[ident]
+                if is_ino(ident) and not f.harv.is_open and not self._head_ok(f, path, st):
+                    log.info("%s: inode %d was reused by a new file; reading it from 0", path, st.st_ino)
+                    self._drop(f)
+                continue
+            old = ino_identity(st)
+            g = self._files.get(old)
+            if (g is not None and not g.harv.is_open
+                    and may_have_grown_into(old, st, self.fingerprint_bytes) and self._head_ok(g, path, st)):
+                g.harv.identity = ident
+                self._rekey(g, old, ident)
+
+        # Files no longer found: finish the open ones (rotated away / deleted), forget the others.
+        draining_at: dict[str, _File] = {}
+        for ident, f in list(self._files.items()):
+            if ident in seen:
+                continue
+            if f.harv.is_open and not f.harv.finished:
+                if not f.harv.draining:
+                    log.info("%s: rotated away or deleted; reading it to the end", f.harv.path)
+                    self.counters["rotations"] += 1
+                    f.harv.start_draining()
+                draining_at[f.harv.path] = f
+            else:
+                self._drop(f)
+
+        self._by_path = {}
+        for ident, (path, st, inp) in seen.items():
+            f = self._files.get(ident)
+            if f is None:
+                is_first = inp in first_scans and inp.first_run
+                f = self._new_file(ident, path, st, inp, is_first, now)
+                if f is None:
+                    continue
+                f.after = draining_at.get(path)
+            else:
+                self._update_file(f, path, st, inp, now)
+            self._by_path[path] = f
+
+        for inp in first_scans:
+            inp.scanned = True
+            if not self.registry.input_known(inp.id):
+                self.registry.mark_input(inp.id)
+                self._must_save = True
+        live = set(self._files)
+        for ident, fs in self._routes.items():
+            if any(f.pending for f in fs):  # acks still to come
+                live.add(ident)
+        self.registry.gc(live, now)
+        self._update_watches()
+
+    def _identity_for(self, path: str, st: os.stat_result) -> str:
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._idcache.get(path)
+        if cached is not None and cached[:4] == key:
+            return cached[4]
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ident = identity_of_stat(fd, os.fstat(fd), self.fingerprint_bytes)
+        finally:
+            os.close(fd)
+        self._idcache[path] = (*key, ident)
+        return ident
+
+    def _head_ok(self, f: _File, path: str, st: os.stat_result) -> bool:
+        """For an ``ino:`` file not open: do its first bytes still hash as we saw them?"""
+        h = f.harv
+        if not h.head_len:
+            return True
+        if f.head_checked == (st.st_size, st.st_mtime_ns):
+            return True
+        ok = _head_matches(path, h.head_len, h.head)
+        if ok:
+            f.head_checked = (st.st_size, st.st_mtime_ns)
+        return ok
+
+    def _new_file(
+        self, ident: str, path: str, st: os.stat_result, inp: _Input, first_scan: bool, now: float
+    ) -> _File | None:
+        reg = self.registry
+        entry = reg.get(ident)
+        if entry is not None and is_ino(ident) and entry.head_len and not _head_matches(
+            path, entry.head_len, entry.head
+        ):
+            log.info("%s: inode %d was reused by a new file; reading it from 0", path, st.st_ino)
+            entry = reg.reset(ident)
+        if entry is None and is_fp(ident):
+            old = ino_identity(st)
+            e2 = reg.get(old)
+            if e2 is not None and may_have_grown_into(old, st, self.fingerprint_bytes) and (
+                not e2.head_len or _head_matches(path, e2.head_len, e2.head)
+            ):
+                entry = reg.rename(old, ident)
+        if entry is not None and entry.offset > st.st_size:
+            log.info("%s: shorter (%d) than its saved offset (%d): truncated while away, reading from 0",
+                     path, st.st_size, entry.offset)
+            entry = reg.reset(ident)
+        if entry is not None:
+            offset = entry.offset
+            reg.update(ident, path=path, input_id=inp.id, topic=inp.topic, size_seen=st.st_size)
+        else:
+            offset = st.st_size if first_scan and inp.start_at == "end" else 0
+            entry = reg.create(ident, path=path, offset=offset, size_seen=st.st_size,
+                               input_id=inp.id, topic=inp.topic)
+        if is_ino(ident) and not entry.head_len and st.st_size:
+            # Remember the head now, so a recycled inode is recognised even if we never read this file.
+            head = _read_head(path, min(st.st_size, self.fingerprint_bytes))
+            if head is not None:
+                reg.update(ident, head_len=head[0], head=head[1])
+        self._must_save = True
+        harv = Harvester(
+            path, ident, offset,
+            max_line_bytes=inp.max_line_bytes,
+            multiline=inp.joiner_factory(),
+            partial_flush_s=self.partial_flush_s,
+            fingerprint_bytes=self.fingerprint_bytes,
+            head_len=entry.head_len,
+            head=entry.head,
+        )
+        f = _File(harv=harv, input=inp, source=entry.source)
+        f.wants_read = st.st_size != offset
+        f.waiting_since = now
+        self._files[ident] = f
+        self._route(f, ident)
+        return f
+
+    def _update_file(self, f: _File, path: str, st: os.stat_result, inp: _Input, now: float) -> None:
+        h = f.harv
+        if f.input is None or f.input.id not in self._inputs:
+            f.input = inp
+        if h.path != path:
+            log.info("%s: now at %s (renamed, still matching)", h.path, path)
+            h.path = path
+            self.registry.update(h.identity or "", path=path)
+        if h.draining and not h.finished and not h.deleted:
+            h.draining = False  # it came back under a matching name
+        changed = (st.st_size, st.st_mtime_ns) != (f.closed_size, f.closed_mtime)
+        if not h.is_open and changed and not f.wants_read:
+            f.wants_read = True
+            f.waiting_since = now
+
+    # --- opening, reading, closing ----------------------------------------------------------
+
+    def _open_waiting(self, now: float) -> None:
+        waiting = []
+        for f in self._files.values():
+            h = f.harv
+            if h.is_open or h.finished or f.input is None or not self._may_read(f):
+                continue
+            if not f.wants_read and h.holds_unflushed:
+                due = h.flush_deadline()
+                if due is not None and now >= due:
+                    f.wants_read = True
+                    f.waiting_since = now
+            if f.wants_read:
+                waiting.append(f)
+        if not waiting:
+            return
+        waiting.sort(key=lambda f: f.waiting_since)
+        open_files = [f for f in self._files.values() if f.harv.is_open]
+        free = self.max_open_files - len(open_files)
+        if free < len(waiting):
+            idle = [f for f in open_files if f.harv.at_eof and not f.harv.draining]
+            idle.sort(key=lambda f: f.harv.last_data_at)
+            for f in idle[: len(waiting) - free]:
+                self._close(f)
+                free += 1
+        for f in waiting[: max(0, free)]:
+            before = f.harv.identity or ""
+            try:
+                f.harv.open()
+            except FileChanged as e:
+                log.info("%s", e)
+                f.wants_read = False
+                continue
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    log.warning("out of file descriptors (%s): %d open; lower max_open_files",
+                                e, self.open_files)
+                    break
+                self._read_error(f, e)
+                f.wants_read = False
+                continue
+            self.counters["files_opened"] += 1
+            f.wants_read = False
+            self._after_identity_change(f, before)
+        self._more = len(waiting) > free
+
+    def _may_read(self, f: _File) -> bool:
+        a = f.after
+        if a is None:
+            return True
+        if a.harv.finished or (a.retired and not a.harv.is_open):
+            f.after = None
+            return True
+        return False
+
+    def _read_round_robin(self, budget: int, now: float, events: list[Event]) -> int:
+        """Read open files in turn, a fair share each, until the budget is spent; returns what is left."""
+        active = [f for f in self._files.values()
+                  if f.harv.is_open and f.input is not None and self._may_read(f)]
+        n = len(active)
+        if not n:
+            return budget
+        start = self._rr % n
+        self._rr += 1
+        order = active[start:] + active[:start]
+        quantum = max(MIN_QUANTUM, budget // n)
+        remaining = budget
+        done: set[int] = set()
+        while remaining > 0:
+            progressed = False
+            for f in order:
+                if remaining <= 0:
+                    break
+                if id(f) in done:
+                    continue
+                self._read(f, min(quantum, remaining), now, events)
+                h = f.harv
+                remaining -= h.last_read_bytes
+                if h.truncated_now:
+                    progressed = True
+                elif h.at_eof or not h.is_open or h.last_read_bytes == 0:
+                    done.add(id(f))
+                else:
+                    progressed = True
+            if not progressed:
+                break
+        self._more = self._more or (remaining <= 0 and len(done) < n)
+        return max(0, remaining)
+
+    def _read(self, f: _File, max_bytes: int, now: float, events: list[Event]) -> None:
+        h = f.harv
+        old = h.identity or ""
+        try:
+            recs = h.read_lines(max_bytes, now)
+        except FileChanged as e:
+            log.info("%s", e)
+            self._close(f)
+            f.wants_read = False
+            return
+        except OSError as e:
+            self._read_error(f, e)
+            self._close(f)
+            f.wants_read = False
+            return
+        if recs:
+            self._emit(f, old if h.truncated_now else h.identity or old, recs, events)
+        self.counters["bytes"] += h.last_read_bytes
+        if h.truncated_now:
+            self._truncated(f, old)
+        elif h.identity != old:
+            self._after_identity_change(f, old)
+        if h.last_read_bytes:
+            self.registry.update(h.identity or "", size_seen=h.size, head_len=h.head_len, head=h.head)
+        if h.finished:
+            self._finished_some = True
+            self._drop(f)
+
+    def _flush_and_close(self, now: float, events: list[Event]) -> None:
+        for f in list(self._files.values()):
+            h = f.harv
+            if not h.is_open or f.input is None:
+                continue
+            recs = h.flush(now)
+            if recs:
+                self._emit(f, h.identity or "", recs, events)
+            if h.at_eof and not h.draining and h.idle_s(now) >= self.close_inactive_s:
+                recs = h.flush(now, force=True)
+                if recs:
+                    self._emit(f, h.identity or "", recs, events)
+                self._close(f)
+
+    def _close(self, f: _File) -> None:
+        h = f.harv
+        f.closed_size, f.closed_mtime = h.size, h.mtime_ns
+        h.close()
+
+    def _emit(self, f: _File, ident: str, recs: list[Record], events: list[Event]) -> None:
+        inp = f.input
+        assert inp is not None
+        topic, fields, input_id = inp.topic, inp.fields, inp.id
+        path, source, gen = f.harv.path, f.source, f.gen
+        if not f.pending or f.pending[-1].gen != gen:
+            f.pending.append(_Pending(gen))
+        pend = f.pending[-1].offs.append
+        add = events.append
+        new = _tuple_new
+        for r in recs:
+            nxt = r.next_offset
+            add(new(Event, (input_id, topic, path, ident, source, r.offset, nxt, r.raw, r.truncated,
+                            r.lines, fields)))
+            pend(nxt)
+        self.counters["lines"] += len(recs)
+        if ident not in f.routes:
+            self._route(f, ident)
+
+    # --- identities, acks, forgetting ------------------------------------------------------------
+
+    def _after_identity_change(self, f: _File, old: str) -> None:
+        new = f.harv.identity or old
+        if new != old:
+            self._rekey(f, old, new)
+        if is_ino(new):
+            self.registry.update(new, head_len=f.harv.head_len, head=f.harv.head)
+
+    def _rekey(self, f: _File, old: str, new: str) -> None:
+        """The file's identity changed without its content changing (ino: grew into fp:)."""
+        if self._files.get(old) is f:
+            del self._files[old]
+        self._claim(f, new)
+        if self.registry.get(old) is not None:
+            self.registry.rename(old, new)
+        elif self.registry.get(new) is None:
+            inp = f.input
+            self.registry.create(new, path=f.harv.path, offset=0, source=f.source,
+                                 input_id=inp.id if inp else "", topic=inp.topic if inp else "")
+        self._route(f, new)
+        self._must_save = True
+
+    def _truncated(self, f: _File, old: str) -> None:
+        new = f.harv.identity or old
+        self.counters["truncations"] += 1
+        f.gen += 1
+        f.acked_upto = f.synced_upto = None
+        reg = self.registry
+        if self._files.get(old) is f and new != old:
+            del self._files[old]
+            self._claim(f, new)
+        if new != old:
+            if reg.get(new) is not None:
+                reg.remove(new)
+            reg.rename(old, new)
+        entry = reg.reset(new) if reg.get(new) is not None else None
+        if entry is None:
+            inp = f.input
+            entry = reg.create(new, path=f.harv.path, offset=0, input_id=inp.id if inp else "",
+                               topic=inp.topic if inp else "", source=f"{new}#t{f.gen}")
+        f.source = entry.source
+        if is_ino(new):
+            reg.update(new, head_len=f.harv.head_len, head=f.harv.head)
+        self._route(f, new)
+        self._must_save = True
+
+    def _claim(self, f: _File, ident: str) -> None:
+        """Track ``f`` under ``ident``; another file already there starts with the same KiB: same file."""
+        other = self._files.get(ident)
+        if other is not None and other is not f:
+            log.warning("%s and %s share their first %d bytes: taken for the same file",
+                        other.harv.path, f.harv.path, self.fingerprint_bytes)
+            self._drop(other)
+        self._files[ident] = f
+
+    def _route(self, f: _File, ident: str) -> None:
+        fs = self._routes.setdefault(ident, [])
+        if f not in fs:
+            fs.append(f)
+        f.routes.add(ident)
+
+    def _unroute(self, f: _File) -> None:
+        for ident in f.routes:
+            fs = self._routes.get(ident)
+            if fs is not None and f in fs:
+                fs.remove(f)
+                if not fs:
+                    del self._routes[ident]
+        f.routes.clear()
+
+    def _unique_routed(self) -> list[_File]:
+        seen: dict[int, _File] = {}
+        for fs in self._routes.values():
+            for f in fs:
+                seen[id(f)] = f
+        return list(seen.values())
+
+    def _ack(self, identity: str, next_offset: int) -> _File | None:
+        for f in self._routes.get(identity, ()):
+            for seg in f.pending:
+                if seg.ack(next_offset):
+                    if seg.gen == f.gen:
+                        f.acked_upto = seg.done
+                    if seg.head == len(seg.offs) and not seg.acked:
+                        f.pending.remove(seg)
+                        if not f.pending:
+                            self._settle(f)
+                    return f
+        return None
+
+    def _sync_offset(self, f: _File) -> None:
+        upto = f.acked_upto
+        if upto is None or upto == f.synced_upto:
+            return
+        f.synced_upto = upto
+        # Only while the entry is still this file's: a recycled inode's new file has its own.
+        entry = self.registry.get(f.harv.identity or "")
+        if entry is not None and entry.source == f.source:
+            self.registry.set_offset(entry.identity, upto)
+
+    def _settle(self, f: _File) -> None:
+        """Nothing of ``f`` in flight any more: forget identities no event carries now."""
+        if f.retired:
+            self._unroute(f)
+        elif len(f.routes) > 1:
+            current = f.harv.identity or ""
+            self._unroute(f)
+            self._route(f, current)
+
+    def _drop(self, f: _File) -> None:
+        """Stop tracking a file (gone, recycled inode, or its input removed); acks still count."""
+        h = f.harv
+        if h.is_open:
+            self._close(f)
+        ident = h.identity or ""
+        if self._files.get(ident) is f:
+            del self._files[ident]
+        if self._by_path.get(h.path) is f:
+            del self._by_path[h.path]
+        f.retired = True
+        f.input = None
+        if not f.pending:
+            self._unroute(f)
+
+    # --- inotify --------------------------------------------------------------------------------
+
+    def _start_inotify(self) -> None:
+        try:
+            from inotify_simple import INotify, flags
+        except ImportError:  # pragma: no cover - a dependency, but scanning works without it
+            log.warning("inotify_simple not installed; relying on periodic scans")
+            return
+        try:
+            self._inotify = INotify()
+        except OSError as e:
+            log.warning("inotify unavailable (%s); relying on periodic scans", e)
+            return
+        self._flags = flags
+        self._mask = (flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE | flags.MODIFY
+                      | flags.ATTRIB | flags.DELETE_SELF | flags.MOVE_SELF)
+        self._dir_events = (flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE
+                            | flags.ATTRIB | flags.DELETE_SELF | flags.MOVE_SELF | flags.Q_OVERFLOW
+                            | flags.IGNORED)
+
+    def _stop_inotify(self) -> None:
+        if self._inotify is not None:
+            with contextlib.suppress(OSError):
+                self._inotify.close()
+        self._inotify = None
+        self._watches.clear()
+        self._wd_dirs.clear()
+
+    def _update_watches(self) -> None:
+        if self._inotify is None:
+            return
+        wanted: set[str] = set()
+        for inp in self._inputs.values():
+            wanted |= inp.scanner.watch_dirs()
+        for d in list(self._watches):
+            if d not in wanted:
+                wd = self._watches.pop(d)
+                self._wd_dirs.pop(wd, None)
+                with contextlib.suppress(OSError):
+                    self._inotify.rm_watch(wd)
+        for d in wanted - set(self._watches):
+            try:
+                wd = self._inotify.add_watch(d, self._mask)
+            except OSError as e:
+                log.warning("cannot watch %s (%s); the periodic scan covers it", d, e)
+                continue
+            self._watches[d] = wd
+            self._wd_dirs[wd] = d
+
+    def _on_inotify(self, evs: list[Any]) -> None:
+        now = time.monotonic()
+        rescan = False
+        for ev in evs:
+            if ev.mask & self._dir_events:
+                rescan = True
+                if ev.mask & self._flags.IGNORED:
+                    d = self._wd_dirs.pop(ev.wd, None)
+                    if d is not None:
+                        self._watches.pop(d, None)
+                continue
+            d = self._wd_dirs.get(ev.wd)
+            if d is None or not ev.name:
+                continue
+            f = self._by_path.get(os.path.join(d, ev.name))
+            if f is not None and not f.harv.is_open and not f.wants_read:
+                f.wants_read = True
+                f.waiting_since = now
+        if rescan:
+            soon = max(now, self._last_scan + self.min_rescan_interval_s)
+            self._next_scan = min(self._next_scan, soon)
+
+    def _report_errors(self, errors: list[ScanError]) -> None:
+        """The scan's findings: log each problem once, not at every scan."""
+        self._scan_errors = errors
+        current = {(e.path, e.errno) for e in errors}
+        for e in errors:
+            if (e.path, e.errno) not in self._reported:
+                log.warning("cannot read %s", e)
+        self._reported = current
+
+    def _read_error(self, f: _File, e: OSError) -> None:
+        err = ScanError(f.harv.path, e.errno or 0, e.strerror or str(e))
+        if f.harv.path not in self._read_errors:
+            log.warning("cannot read %s", err)
+        self._read_errors[f.harv.path] = err
+
+
+def _read_head(path: str, length: int) -> tuple[int, str] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, length, 0)
+    finally:
+        os.close(fd)
+    return len(data), digest(data)
+
+
+def _head_matches(path: str, length: int, expected: str) -> bool:
+    head = _read_head(path, length)
+    return head is not None and head[0] == length and head[1] == expected

@@ -1,0 +1,218 @@
+"""The Kafka record: ECS shape, escaping equal to json.dumps, stable ids, strict decoding."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logferry.envelope import (
+    EnvelopeError,
+    decode_record,
+    encode_record,
+    event_id,
+    format_timestamp,
+    source_key,
+)
+
+BASE: dict[str, Any] = dict(
+    message="GET /index.html 200", timestamp=1714564800.123, host_name="web1", host_ip="10.0.0.5",
+    path="/var/log/nginx/access.log", offset=4096, file_identity="fp:0123abcd", fields=None,
+    agent_version="0.1.0",
+)
+
+
+def record(**kw: Any) -> dict[str, Any]:
+    return json.loads(encode_record(**{**BASE, **kw}))
+
+
+def reference(**kw: Any) -> bytes:
+    """The same record through json.dumps: encode_record must produce exactly these bytes."""
+    k = {**BASE, **kw}
+    log: dict[str, Any] = {"file": {"path": k["path"]}, "offset": k["offset"]}
+    flags = (["multiline"] if (k.get("multiline_lines") or 0) > 1 else []) + (
+        ["truncated"] if k.get("truncated") else [])
+    if flags:
+        log["flags"] = flags
+    doc: dict[str, Any] = {
+        "@timestamp": format_timestamp(k["timestamp"]), "message": k["message"],
+        "host": {"name": k["host_name"], "ip": k["host_ip"]}, "log": log,
+        "event": {"id": k.get("event_id") or event_id(k["host_ip"], k["file_identity"], k["offset"])},
+    }
+    if k["fields"]:
+        doc["fields"] = dict(k["fields"])
+    doc["agent"] = {"type": "logferry", "version": k["agent_version"]}
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def test_ecs_shape() -> None:
+    rec = record(fields={"env": "prod"})
+    assert rec == {
+        "@timestamp": "2024-05-01T12:00:00.123Z",
+        "message": "GET /index.html 200",
+        "host": {"name": "web1", "ip": "10.0.0.5"},
+        "log": {"file": {"path": "/var/log/nginx/access.log"}, "offset": 4096},
+        "event": {"id": event_id("10.0.0.5", "fp:0123abcd", 4096)},
+        "fields": {"env": "prod"},
+        "agent": {"type": "logferry", "version": "0.1.0"},
+    }
+    assert list(rec) == ["@timestamp", "message", "host", "log", "event", "fields", "agent"]
+
+
+def test_fields_omitted_when_empty_and_tuple_pairs_accepted() -> None:
+    assert "fields" not in record(fields=None)
+    assert "fields" not in record(fields={})
+    pairs = (("a", "1"), ("b", "2"))
+    assert encode_record(**{**BASE, "fields": pairs}) == encode_record(**{**BASE, "fields": dict(pairs)})
+
+
+@pytest.mark.parametrize(("kw", "flags"), [
+    ({"truncated": True}, ["truncated"]),
+    ({"multiline_lines": 3}, ["multiline"]),
+    ({"multiline_lines": 3, "truncated": True}, ["multiline", "truncated"]),
+    ({"multiline_lines": 1}, None),
+    ({}, None),
+])
+def test_log_flags(kw: dict[str, Any], flags: list[str] | None) -> None:
+    assert record(**kw)["log"].get("flags") == flags
+
+
+def test_explicit_event_id_is_used() -> None:
+    assert record(event_id="abc")["event"]["id"] == "abc"
+
+
+def test_escaping_of_awkward_text() -> None:
+    msg = 'quote " backslash \\ tab \t nl \n nul \x00 del \x7f bell \x07 ümlaut 日本 \u2028 emoji 🚀'
+    raw = encode_record(**{**BASE, "message": msg, "path": '/var/log/"odd"\\name.log'})
+    assert raw == reference(message=msg, path='/var/log/"odd"\\name.log')
+    assert json.loads(raw)["message"] == msg
+
+
+def test_invalid_unicode_becomes_replacement_character() -> None:
+    broken = b"bad \xff\xfe bytes".decode("utf-8", "surrogateescape")
+    raw = encode_record(**{**BASE, "message": broken, "fields": {"k": "\ud800"}})
+    raw.decode("utf-8")  # valid UTF-8
+    rec = json.loads(raw)
+    assert rec["message"] == "bad \ufffd\ufffd bytes"
+    assert rec["fields"] == {"k": "\ufffd"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    message=st.text(max_size=80), host_name=st.text(max_size=10), path=st.text(max_size=20),
+    offset=st.integers(0, 2**63), fields=st.none() | st.dictionaries(st.text(max_size=5), st.text(max_size=5),
+                                                                      max_size=3),
+    truncated=st.booleans(), multiline_lines=st.none() | st.integers(0, 5),
+    timestamp=st.floats(0, 4102444800, allow_nan=False),
+)
+def test_byte_identical_to_json_dumps(**kw: Any) -> None:
+    assert encode_record(**{**BASE, **kw}) == reference(**kw)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=100))
+def test_decode_accepts_what_encode_makes(message: str) -> None:
+    rec = decode_record(encode_record(**{**BASE, "message": message}))
+    assert rec["message"] == message
+
+
+# --- timestamps ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ts", "text"), [
+    (0.0, "1970-01-01T00:00:00.000Z"),
+    (1714564800.0, "2024-05-01T12:00:00.000Z"),
+    (1714564800.001, "2024-05-01T12:00:00.001Z"),
+    (1714564800.9999, "2024-05-01T12:00:00.999Z"),
+    (1714564800.9999999, "2024-05-01T12:00:01.000Z"),
+    (1714564801, "2024-05-01T12:00:01.000Z"),
+    (datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC), "2024-05-01T12:00:00.123Z"),
+    (datetime(2024, 5, 1, 14, 0, 0, tzinfo=timezone(timedelta(hours=2))), "2024-05-01T12:00:00.000Z"),
+])
+def test_timestamp_format(ts: float | datetime, text: str) -> None:
+    assert format_timestamp(ts) == text
+
+
+def test_timestamp_cache_follows_the_clock() -> None:
+    assert format_timestamp(100.5) == "1970-01-01T00:01:40.500Z"
+    assert format_timestamp(101.5) == "1970-01-01T00:01:41.500Z"
+    assert format_timestamp(100.25) == "1970-01-01T00:01:40.250Z"
+
+
+def test_naive_datetime_and_nan_refused() -> None:
+    with pytest.raises(ValueError, match="has no time zone"):
+        format_timestamp(datetime(2024, 5, 1))
+    with pytest.raises(ValueError, match="not a finite number"):
+        format_timestamp(float("nan"))
+
+
+# --- ids and keys -------------------------------------------------------------------------------
+
+
+def test_event_id_is_stable_and_position_based() -> None:
+    a = event_id("10.0.0.5", "fp:1", 100)
+    assert a == event_id("10.0.0.5", "fp:1", 100)
+    assert len(a) == 32 and int(a, 16) >= 0
+    assert len({a, event_id("10.0.0.6", "fp:1", 100), event_id("10.0.0.5", "fp:2", 100),
+                event_id("10.0.0.5", "fp:1", 101)}) == 4
+    # no ambiguity from joining the parts
+    assert event_id("1", "23", 4) != event_id("12", "3", 4)
+
+
+def test_event_id_refuses_non_integer_offsets() -> None:
+    with pytest.raises(TypeError):
+        event_id("10.0.0.5", "fp:1", 1.5)  # type: ignore[arg-type]
+
+
+def test_source_key() -> None:
+    assert source_key("10.0.0.5", "fp:ab") == b"10.0.0.5/fp:ab"
+    assert source_key("10.0.0.5", "fp:ab") != source_key("10.0.0.5", "fp:ac")
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"not json", "not JSON (Expecting value at line 1 column 1)"),
+    (b"\xff", "not UTF-8 (bad byte at offset 0)"),
+    (b"[1]", "a JSON list, not an object"),
+    (b'{"@timestamp": "2024-05-01T00:00:00Z", "event": {"id": "x"}}', 'missing "message"'),
+    (b'{"message": 1, "@timestamp": "2024-05-01T00:00:00Z", "event": {"id": "x"}}',
+     '"message" is not a string'),
+    (b'{"message": "m", "event": {"id": "x"}}', 'missing "@timestamp"'),
+    (b'{"message": "m", "@timestamp": 5, "event": {"id": "x"}}', '"@timestamp" is not a string'),
+    (b'{"message": "m", "@timestamp": "yesterday", "event": {"id": "x"}}',
+     "\"@timestamp\" 'yesterday' is not ISO"),
+    (b'{"message": "m", "@timestamp": "2024-05-01T00:00:00Z"}', 'missing "event.id"'),
+    (b'{"message": "m", "@timestamp": "2024-05-01T00:00:00Z", "event": "x"}', 'missing "event.id"'),
+    (b'{"message": "m", "@timestamp": "2024-05-01T00:00:00Z", "event": {"id": ""}}', '"event.id" must be a'),
+    (b'{"message": "m", "@timestamp": "2024-05-01T00:00:00Z", "event": {"id": "' + b"x" * 513 + b'"}}',
+     "at most 512 bytes"),
+    (b'{"message": "m", "@timestamp": "2024-05-01T00:00:00Z", "event": {"id": "x"}, "n": NaN}',
+     "NaN is not valid JSON for Elasticsearch"),
+    (b"[" * 100_000, "nested too deeply"),
+])
+def test_decode_refusals(raw: bytes, reason: str) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        decode_record(raw)
+    assert reason in info.value.reason
+    assert str(info.value).startswith("not a logferry record: ")
+
+
+def test_decode_passes_other_fields_through() -> None:
+    raw = encode_record(**{**BASE, "fields": {"env": "prod"}, "truncated": True})
+    rec = decode_record(raw)
+    assert rec["fields"] == {"env": "prod"} and rec["log"]["flags"] == ["truncated"]
+    assert decode_record(raw.decode()) == decode_record(memoryview(raw)) == rec
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=120) | st.text(max_size=120).map(str.encode))
+def test_fuzz_decode_raises_only_envelope_error(raw: bytes) -> None:
+    with contextlib.suppress(EnvelopeError):
+        decode_record(raw)

@@ -1,0 +1,88 @@
+"""File identity: inode while short, content fingerprint from 1 KiB on, and the growth check."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agent.fingerprint import (
+    FINGERPRINT_BYTES,
+    digest,
+    head_digest,
+    identity,
+    ino_identity,
+    is_fp,
+    is_ino,
+    may_have_grown_into,
+)
+
+
+def test_short_file_goes_by_inode(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"x" * (FINGERPRINT_BYTES - 1))
+    st = os.stat(p)
+    assert identity(p) == f"ino:{st.st_dev}:{st.st_ino}" == ino_identity(st)
+    assert is_ino(identity(str(p))) and not is_fp(identity(p))
+
+
+def test_fingerprint_from_one_kib_and_same_by_fd_or_path(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    head = bytes(range(256)) * 4
+    p.write_bytes(head + b"more lines\n")
+    ident = identity(p)
+    assert ident == "fp:" + digest(head)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert identity(fd) == ident
+        assert head_digest(fd, FINGERPRINT_BYTES) == ident[3:]
+        # a size known to the caller (smaller than now) is honoured: not yet fingerprintable
+        assert is_ino(identity(fd, size=100))
+    finally:
+        os.close(fd)
+
+
+def test_content_not_name_or_inode_decides(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    a.write_bytes(b"2024-01-01 first line\n" * 100)
+    b.write_bytes(b"2024-01-01 first line\n" * 100)
+    c.write_bytes(b"2024-01-02 other line\n" * 100)
+    assert identity(a) == identity(b) != identity(c)
+    moved = tmp_path / "moved"
+    os.rename(a, moved)
+    assert identity(moved) == identity(b)
+
+
+def test_fingerprint_ignores_bytes_after_the_head(tmp_path: Path) -> None:
+    p = tmp_path / "grow.log"
+    p.write_bytes(b"y" * 2000)
+    before = identity(p)
+    with p.open("ab") as f:
+        f.write(b"appended\n")
+    assert identity(p) == before
+
+
+def test_may_have_grown_into(tmp_path: Path) -> None:
+    p = tmp_path / "grow.log"
+    p.write_bytes(b"short\n")
+    old = identity(p)
+    assert not may_have_grown_into(old, os.stat(p))  # still short
+    with p.open("ab") as f:
+        f.write(b"z" * 2000)
+    st = os.stat(p)
+    assert is_fp(identity(p))
+    assert may_have_grown_into(old, st)
+    other = tmp_path / "other.log"
+    other.write_bytes(b"q" * 2000)
+    assert not may_have_grown_into(old, os.stat(other))  # another inode
+    assert not may_have_grown_into(identity(p), st)  # only ino: identities grow
+
+
+def test_head_digest_is_the_prefix_check(tmp_path: Path) -> None:
+    p = tmp_path / "h.log"
+    p.write_bytes(b"hello world\n")
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert head_digest(fd, 5) == digest(b"hello")
+        assert head_digest(fd, 0) == digest(b"")
+    finally:
+        os.close(fd)

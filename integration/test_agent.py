@@ -279,3 +279,48 @@ def test_two_agents_with_their_own_lists(stack, etcd, prefix, agents, topic_fact
         s = wait_for(lambda ip=ip: status(etcd, prefix, ip), 10, f"status of {ip}")
         assert s["ip"] == ip
     print(f"two agents: {len(expected[0])} and {len(expected[1])} lines, each to its own topic with its own ip")
+
+
+# ------------------------------------------------------------------------------------------ 7
+def test_etcd_down_at_start_uses_saved_list_and_collection_survives_etcd_outage(
+    stack, etcd, prefix, agents, topic_factory, tmp_path
+):
+    st = stack.require_native()
+    ip = "10.210.0.7"
+    t1, t2 = topic_factory("e1"), topic_factory("e2")
+    d = tmp_path / "etcdown"
+    d.mkdir()
+    w = LineWriter(d / "app.log", "E")
+    set_list(etcd, prefix, ip, [{"path": f"{d}/*.log", "topic": t1, "start_at": "beginning"}])
+    agent = agents("etcdown", ip).start()
+    lines = set(w.write(20))
+    wait_count(stack, t1, 20)
+    assert agent.stop() == 0
+
+    # all of etcd down: the agent starts on the list it saved, and collects
+    st.stop_service("etcd")
+    try:
+        agent.start()
+        lines |= set(w.write(30))
+        assert_exactly(wait_count(stack, t1, 50, timeout=60), lines)
+        assert "saved collect list" in agent.log_text()
+    finally:
+        st.start_service("etcd")
+    # etcd back: the watch resumes, a change made now is applied without restart
+    set_list(etcd, prefix, ip, [{"path": f"{d}/*.log", "topic": t2, "start_at": "beginning"}])
+    wait_for(lambda: (status(etcd, prefix, ip) or {}).get("config", {}).get("source") == "etcd", 60,
+             "the agent to follow etcd again")
+    later = set(w.write(15))
+    assert_exactly(wait_count(stack, t2, 15), later)
+
+    # etcd goes away while the agent runs: collection goes on
+    st.stop_service("etcd")
+    try:
+        more = set(w.write(25))
+        assert_exactly(wait_count(stack, t2, 40, timeout=60), later | more)
+    finally:
+        st.start_service("etcd")
+    assert agent.alive()
+    assert_exactly(read_topic(stack, [t1], 50, 10), lines)
+    print("etcd down: 50 lines on the saved list while etcd was down at start; 40 more after, 25 of them "
+          "while etcd was down again")

@@ -124,6 +124,7 @@ class ClusterStatus:
     raft_index: int
     revision: int
     alarms: list[str] = field(default_factory=list)  # e.g. ["NOSPACE on 8e9e05c52164694d"]
+    alarms_error: str = ""  # set when the alarms could not be listed (then ``alarms`` is empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,6 +614,34 @@ class EtcdClient:
 
         return self._run(f"compare-and-put {key}", self._call(f"compare-and-put {key}", op, on_retry=note_retry))
 
+    def compare_and_delete(self, key: str, expected_mod_revision: int) -> bool:
+        """Delete ``key`` only if its mod_revision is still ``expected_mod_revision``.
+
+        The delete counterpart of :meth:`compare_and_put` (``logctl`` removing a collect list
+        must not remove one that another operator just rewrote). If an attempt failed without
+        telling whether it was applied and the retry finds the key gone, that counts as success.
+        """
+        raw = _encode_key(key)
+        retried = False
+
+        def note_retry() -> None:
+            nonlocal retried
+            retried = True
+
+        async def op() -> bool:
+            c = self._aetcd
+            ok, _ = await c.transaction(
+                compare=[c.transactions.mod(raw) == expected_mod_revision],
+                success=[c.transactions.delete(raw)],
+                failure=[],
+            )
+            if ok or not retried:
+                return bool(ok)
+            resp = await self._range(raw, None)
+            return not resp.kvs
+
+        return self._run(f"compare-and-delete {key}", self._call(f"compare-and-delete {key}", op, on_retry=note_retry))
+
     # ---- cluster health ------------------------------------------------------------------
 
     def status(self) -> ClusterStatus:
@@ -625,10 +654,11 @@ class EtcdClient:
             try:
                 resp = await c.maintenancestub.Alarm(alarm_req, timeout=self.timeout_s, metadata=c.metadata)
                 alarms = [f"{rpc.AlarmType.Name(a.alarm)} on {a.memberID:x}" for a in resp.alarms]
+                alarms_error = ""
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.PERMISSION_DENIED:
                     raise
-                alarms = ["(this etcd user may not list alarms)"]
+                alarms, alarms_error = [], f"this etcd user may not list alarms ({e.details()})"
             return ClusterStatus(
                 cluster_id=st.header.cluster_id,
                 member_id=st.header.member_id,
@@ -639,6 +669,7 @@ class EtcdClient:
                 raft_index=st.raftIndex,
                 revision=st.header.revision,
                 alarms=alarms,
+                alarms_error=alarms_error,
             )
 
         return self._run("status", self._call("status", op))
@@ -1069,11 +1100,16 @@ class LeaseKeeper:
         fault_since: float | None = None
         last_put = -1e9
         losses = 0  # lease losses in a row: etcd up, lease gone
+        failures = 0  # failed rounds in a row
+        warned = False
         lease_before_fault: int | None = None
+        # Like EtcdClient._call: a round stuck on a dead or frozen member is abandoned early
+        # and the next one goes to another member, long before the lease could expire.
+        attempt_s = max(1.0, self.client.timeout_s / 3)
         assert self._wake is not None
         while True:
             try:
-                async with asyncio.timeout(self.client.timeout_s):
+                async with asyncio.timeout(attempt_s):
                     await c.connect()
                     if self.lease_id is None:
                         lease = await c.lease(self.ttl_s)
@@ -1090,8 +1126,8 @@ class LeaseKeeper:
                             await c.put(self._raw, self._value(), lease=self.lease_id)
                             last_put = loop.time()
                 self.registered = True
-                losses = 0
-                if fault_since is not None:
+                losses = failures = 0
+                if fault_since is not None and warned:
                     log.info(
                         "etcd: %s kept alive again after %.1fs (lease %x%s)",
                         self.key,
@@ -1099,7 +1135,8 @@ class LeaseKeeper:
                         self.lease_id,
                         ", new" if self.lease_id != lease_before_fault else "",
                     )
-                    fault_since = None
+                fault_since = None
+                warned = False
                 backoff.reset()
                 if not first_attempt.done():
                     first_attempt.set_result(None)
@@ -1113,6 +1150,7 @@ class LeaseKeeper:
                 if lost:
                     # etcd is up but the lease is gone (outage longer than the TTL): new lease now.
                     log.warning("etcd: lease of %s expired; registering it again", self.key)
+                    warned = True
                     self.lease_id = None
                     self.registered = False
                     if fault_since is None:
@@ -1126,6 +1164,11 @@ class LeaseKeeper:
                 if fault_since is None:
                     fault_since = loop.time()
                     lease_before_fault = self.lease_id
+                failures += 1
+                # One stuck round (a frozen member picked once), retried on another member half
+                # a second later, is not worth a line; a second failure in a row is an outage.
+                if failures >= 2 and not warned:
+                    warned = True
                     log.warning(
                         "etcd: cannot refresh %s (%s); retrying, the key expires %ss after the last keepalive",
                         self.key,

@@ -183,3 +183,27 @@ def test_client_argument_checks() -> None:
         EtcdClient(["127.0.0.1:1"], cert_file="/x.pem")
     with pytest.raises(EtcdError, match="cannot read"):
         EtcdClient(["127.0.0.1:1"], ca_file="/nonexistent/ca.pem")
+
+
+def test_no_server_no_spin_no_extra_threads() -> None:
+    """A watch and a lease keeper against a dead endpoint back off quietly on the one loop thread."""
+    c = EtcdClient([f"127.0.0.1:{_closed_port()}"], timeout_s=1.0)
+    try:
+        threads = threading.active_count()
+        q: queue.Queue[WatchEvent] = queue.Queue()
+        t0 = time.monotonic()
+        w = c.watch("/k", prefix=False, start_revision=5, sink=q)
+        keeper = LeaseKeeper(c, "/status", lambda: b"{}", ttl_s=3, refresh_s=1)
+        assert time.monotonic() - t0 < 2.0  # both return after their first (failed) attempt
+        assert threading.active_count() == threads
+        cpu0 = time.process_time()
+        time.sleep(2.0)
+        assert time.process_time() - cpu0 < 0.3
+        events = [q.get_nowait() for _ in range(q.qsize())]
+        assert [e.kind for e in events] == ["error"]  # one per fault, not one per retry
+        assert events[0].mod_revision == 4 and "resume at revision 5" in events[0].detail
+        assert not w.connected and not keeper.registered
+        w.cancel()
+        keeper.stop(delete=False)
+    finally:
+        c.close()

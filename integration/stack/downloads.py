@@ -30,18 +30,18 @@ def cache_dir() -> Path:
 def ensure_etcd(log: Log) -> str:
     """Return the path of the etcd binary, installing Debian's etcd-server if it is missing."""
     found = shutil.which("etcd")
-    if found:
+    if found and shutil.which("etcdctl"):
         return found
     if os.geteuid() != 0:
         raise RuntimeError(
-            "etcd is not installed and we are not root: run `sudo apt-get install -y etcd-server`"
+            "etcd is not installed and we are not root: run `sudo apt-get install -y etcd-server etcd-client`"
         )
-    log("installing Debian package etcd-server (apt-get, first time only)…")
+    log("installing Debian packages etcd-server and etcd-client (apt-get, first time only)…")
     started = time.monotonic()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "etcd-server"], check=True, env=env
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "etcd-server", "etcd-client"], check=True, env=env
     )
     log(f"etcd-server installed in {time.monotonic() - started:.0f}s")
     found = shutil.which("etcd")

@@ -9,7 +9,7 @@ STACK_DIR ?= .stack
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test unit integration lint stack-up stack-status stack-down clean
+.PHONY: help venv test unit integration lint stack-up stack-status stack-down demo demo-down clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -44,5 +44,14 @@ stack-status: $(VENV)/.installed ## show the stack's services and whether each s
 stack-down: $(VENV)/.installed ## stop exactly the processes stack-up started
 	$(STACK) --workdir $(STACK_DIR) down
 
+demo: $(VENV)/.installed ## the whole chain on this machine: stack, logagent, logtransfer, sample logs, lines found in ES
+	$(PY) -m integration.demo up
+
+demo-down: $(VENV)/.installed ## stop the demo's daemons and its stack (exactly what `make demo` started)
+	$(PY) -m integration.demo down
+
 clean: ## remove the virtualenv and build droppings (not the download cache)
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+
+# Targets kept in their own files (rollout/lab, benchmarks, chaos).
+-include mk/*.mk

@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-es", action="store_true", help="do not start Elasticsearch (agent-only work)")
     up.add_argument("--kafka-heap-mb", type=int, default=512, help="Kafka JVM max heap (default 512)")
     up.add_argument("--es-heap-mb", type=int, default=512, help="heap of each Elasticsearch node (default 512)")
+    up.add_argument(
+        "--bind", default="127.0.0.1", metavar="ADDRESS",
+        help="address of etcd's client URLs, Kafka's listener and ES's HTTP port (default 127.0.0.1; "
+        "one address of this machine, e.g. a lab bridge's 10.77.0.1, not 0.0.0.0)",
+    )
     st = sub.add_parser("status", help="show each service, its PID, address and whether it serves")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("down", help="stop exactly the processes this work dir started")
@@ -78,7 +83,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         started = time.monotonic()
         opts = StackOptions(
             es_nodes=args.es_nodes, kraft=args.kraft, with_es=not args.no_es,
-            kafka_heap_mb=args.kafka_heap_mb, es_heap_mb=args.es_heap_mb,
+            kafka_heap_mb=args.kafka_heap_mb, es_heap_mb=args.es_heap_mb, bind=args.bind,
         )
         stack = Stack(workdir=workdir, options=opts, log=_log)
         stack.up()

@@ -40,9 +40,8 @@ def ensure_etcd(log: Log) -> str:
     started = time.monotonic()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "etcd-server", "etcd-client"], check=True, env=env
-    )
+    packages = ["etcd-server", "etcd-client"]
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], check=True, env=env)
     log(f"etcd-server installed in {time.monotonic() - started:.0f}s")
     found = shutil.which("etcd")
     if not found:

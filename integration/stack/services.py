@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import time
@@ -56,6 +57,10 @@ class StackOptions:
     kafka_heap_mb: int = 512
     es_heap_mb: int = 512
     with_es: bool = True
+    # The address clients use: etcd's client URLs, Kafka's listener and ES's HTTP bind here.
+    # Peer/transport/ZooKeeper ports stay on loopback. Default loopback; `--bind 10.77.0.1`
+    # lets the lab's containers reach the stack.
+    bind: str = "127.0.0.1"
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -132,16 +137,17 @@ class Stack:
     # ----------------------------------------------------------------- endpoints
     def env(self) -> dict[str, str]:
         p = self.ports
+        b = self.options.bind
         env = {
             "LOGFERRY_STACK_DIR": str(self.workdir),
-            "ETCD_ENDPOINTS": ",".join(f"127.0.0.1:{p[f'{n}_client']}" for n in self.etcd_names),
-            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{p['kafka']}",
+            "ETCD_ENDPOINTS": ",".join(f"{b}:{p[f'{n}_client']}" for n in self.etcd_names),
+            "KAFKA_BOOTSTRAP_SERVERS": f"{b}:{p['kafka']}",
         }
         if not self.options.kraft:
             env["ZOOKEEPER_CONNECT"] = f"127.0.0.1:{p['zookeeper']}"
         if self.es_names:
-            env["ES_URL"] = f"http://127.0.0.1:{p['es1_http']}"
-            env["ES_URLS"] = ",".join(f"http://127.0.0.1:{p[f'{n}_http']}" for n in self.es_names)
+            env["ES_URL"] = f"http://{b}:{p['es1_http']}"
+            env["ES_URLS"] = ",".join(f"http://{b}:{p[f'{n}_http']}" for n in self.es_names)
         return env
 
     def write_env(self) -> None:
@@ -165,7 +171,7 @@ class Stack:
         token = "logferry-" + secrets.token_hex(4)
         for n in self.etcd_names:
             data = self.workdir / n
-            client = f"http://127.0.0.1:{p[f'{n}_client']}"
+            client = f"http://{self.options.bind}:{p[f'{n}_client']}"
             peer = f"http://127.0.0.1:{p[f'{n}_peer']}"
             self.procs[n] = ProcRecord(
                 name=n,
@@ -243,15 +249,16 @@ class Stack:
                 "process.roles": "broker,controller",
                 "node.id": "1",
                 "controller.quorum.voters": f"1@127.0.0.1:{p['kafka_controller']}",
-                "listeners": f"PLAINTEXT://127.0.0.1:{p['kafka']},CONTROLLER://127.0.0.1:{p['kafka_controller']}",
-                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{p['kafka']}",
+                "listeners": f"PLAINTEXT://{self.options.bind}:{p['kafka']},"
+                             f"CONTROLLER://127.0.0.1:{p['kafka_controller']}",
+                "advertised.listeners": f"PLAINTEXT://{self.options.bind}:{p['kafka']}",
                 "controller.listener.names": "CONTROLLER",
                 "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             }
         else:
             props |= {
                 "broker.id": "0",
-                "listeners": f"PLAINTEXT://127.0.0.1:{p['kafka']}",
+                "listeners": f"PLAINTEXT://{self.options.bind}:{p['kafka']}",
                 "zookeeper.connect": f"127.0.0.1:{p['zookeeper']}",
                 "zookeeper.connection.timeout.ms": "30000",
             }
@@ -292,7 +299,7 @@ class Stack:
                 initial_master_nodes=names if len(names) > 1 else [],
                 heap_mb=self.options.es_heap_mb,
                 # Tests clean up their indices by pattern (it-<unique>*): allow wildcard deletes.
-                extra_settings={"action.destructive_requires_name": "false"},
+                extra_settings={"action.destructive_requires_name": "false", "http.host": self.options.bind},
             )
             self.procs[n] = ProcRecord(name=n, argv=argv, log=str(home / "elasticsearch.log"), cwd=str(home))
 
@@ -301,14 +308,14 @@ class Stack:
         p = self.ports
         try:
             if name.startswith("etcd"):
-                body = _http_get(f"http://127.0.0.1:{p[f'{name}_client']}/health", 1.0)
+                body = _http_get(f"http://{self.options.bind}:{p[f'{name}_client']}/health", 1.0)
                 return json.loads(body).get("health") == "true"
             if name == "zookeeper":
                 return zk_command(p["zookeeper"], "ruok") == "imok"
             if name == "kafka":
-                return kafka_broker_ids(f"127.0.0.1:{p['kafka']}", 2.0) != []
+                return kafka_broker_ids(f"{self.options.bind}:{p['kafka']}", 2.0) != []
             if name.startswith("es"):
-                body = _http_get(f"http://127.0.0.1:{p[f'{name}_http']}/_cluster/health", 2.0)
+                body = _http_get(f"http://{self.options.bind}:{p[f'{name}_http']}/_cluster/health", 2.0)
                 health = json.loads(body)
                 return (
                     health.get("status") in ("yellow", "green")
@@ -347,6 +354,10 @@ class Stack:
         """Install what is missing, start every service, wait until each one serves."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.started_at = time.monotonic()
+        # A new stack gets new ports: data left by an earlier stack in this work dir names the
+        # old peers (etcd would wait forever for them), so it goes. Logs are kept (appended).
+        for name in ("etcd1", "etcd2", "etcd3", "zookeeper", "kafka", "es1", "es2", "es3"):
+            shutil.rmtree(self.workdir / name / "data", ignore_errors=True)
         etcd_bin = downloads.ensure_etcd(self.log)
         java = downloads.ensure_java(self.log)
         kafka_lib = downloads.ensure_kafka(self.log)
@@ -421,7 +432,8 @@ class Stack:
             if not self.procs[n].alive():
                 continue
             try:
-                body = _http_post(f"http://127.0.0.1:{self.ports[f'{n}_client']}/v3/maintenance/status", b"{}")
+                body = _http_post(f"http://{self.options.bind}:{self.ports[f'{n}_client']}/v3/maintenance/status",
+                                  b"{}")
                 st = json.loads(body)
             except (OSError, ValueError):
                 continue
@@ -429,7 +441,7 @@ class Stack:
                 return n
             leader_id = st.get("leader")
             members = json.loads(
-                _http_post(f"http://127.0.0.1:{self.ports[f'{n}_client']}/v3/cluster/member/list", b"{}")
+                _http_post(f"http://{self.options.bind}:{self.ports[f'{n}_client']}/v3/cluster/member/list", b"{}")
             ).get("members", [])
             for m in members:
                 if m.get("ID") == leader_id:
@@ -443,7 +455,8 @@ class Stack:
             alive = bool(rec and rec.alive())
             port = self.ports.get(f"{n}_client") or self.ports.get(f"{n}_http") or self.ports.get(n)
             state = ("serving" if self._ready(n) else "starting/unhealthy") if alive else "stopped"
-            rows.append((n, str(rec.pid if rec and alive else "-"), f"127.0.0.1:{port}", state))
+            host = "127.0.0.1" if n == "zookeeper" else self.options.bind
+            rows.append((n, str(rec.pid if rec and alive else "-"), f"{host}:{port}", state))
         return rows
 
 

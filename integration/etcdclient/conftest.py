@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,21 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from integration.stack.procs import free_ports
+
 ETCD_BIN = "/usr/bin/etcd"
 ETCDCTL_BIN = "/usr/bin/etcdctl"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class EtcdCluster:
@@ -42,7 +30,7 @@ class EtcdCluster:
 
     def __init__(self, base: Path, size: int = 3) -> None:
         self.base = base
-        ports = _free_ports(2 * size)
+        ports = free_ports(2 * size)
         self.names = [f"m{i}" for i in range(size)]
         self.client_ports = ports[:size]
         self.peer_ports = ports[size:]

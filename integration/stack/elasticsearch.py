@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import downloads
+from .procs import free_ports
 
 ES_VERSION = "8.19.21"
 
@@ -359,7 +359,7 @@ def _class_data_archive(runtime: EsRuntime, log: Log) -> Path | None:
     shutil.rmtree(cds_dir, ignore_errors=True)  # archives of other JDKs/launchers are stale
     cds_dir.mkdir(parents=True)
     partial = cds_dir / f"{key}.jsa.partial"
-    http_port, transport_port = _free_ports(2)
+    http_port, transport_port = free_ports(2)
     node_dir = cds_dir / "node"
     argv = runtime.node_command(
         "cds",
@@ -395,16 +395,3 @@ def _class_data_archive(runtime: EsRuntime, log: Log) -> Path | None:
     partial.rename(archive)
     log(f"class-data archive recorded in {time.monotonic() - started:.0f}s")
     return archive
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()

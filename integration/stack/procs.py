@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -118,3 +119,17 @@ def tail(path: str | Path, lines: int = 25) -> str:
     except FileNotFoundError:
         return f"(no log file at {path})"
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def free_ports(count: int) -> list[int]:
+    """Reserve `count` distinct free loopback ports (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import downloads
-from .procs import ProcRecord, spawn, stop, tail
+from .procs import ProcRecord, free_ports, spawn, stop, tail
 
 Log = Callable[[str], None]
 
@@ -34,20 +34,6 @@ ETCD_MEMBERS = 3
 
 class StackError(RuntimeError):
     """A service did not come up or a request named something the stack does not have."""
-
-
-def free_ports(count: int) -> list[int]:
-    """Reserve `count` distinct free loopback ports (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass

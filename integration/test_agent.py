@@ -76,11 +76,15 @@ def wait_caught_up(etcd: EtcdClient, prefix: str, ip: str, path: Path, timeout: 
 
 
 def wait_count(stack: StackHandle, topic: str, n: int, timeout: float = 90) -> list[dict]:
-    """Read the whole topic until it holds at least `n` records; returns all of them."""
+    """Read the whole topic until it holds `n` distinct lines; returns all records.
+
+    Distinct, not records: after a kill -9 the topic holds replayed lines twice, and counting
+    records would stop the wait before every line arrived.
+    """
     deadline = time.monotonic() + timeout
     while True:
         recs = read_topic(stack, [topic], n, timeout_s=max(1.0, min(20.0, deadline - time.monotonic())))
-        if len(recs) >= n or time.monotonic() > deadline:
+        if len({r["message"] for r in recs}) >= n or time.monotonic() > deadline:
             return recs
 
 
@@ -136,7 +140,12 @@ def test_rename_and_copytruncate_rotation_while_writing(stack, etcd, prefix, age
     d = tmp_path / "rot"
     d.mkdir()
     log = d / "app.log"
-    set_list(etcd, prefix, ip, [{"path": str(log), "topic": topic, "start_at": "beginning"}])
+    # The glob matches the rotated names too (app.log.1, …), as recommended in docs/runbook.md:
+    # if a file is renamed twice before the agent sees it (a loaded host), it is still found, and
+    # the fingerprint keeps a renamed file from being read twice. The copytruncate copies are
+    # excluded (their first KiB equals the live file's, so they would be taken for it).
+    set_list(etcd, prefix, ip, [{"path": f"{log}*", "topic": topic, "start_at": "beginning",
+                                 "exclude_files": [r"\.ct\d+$"]}])
     agents("rot", ip).start()
     w = LineWriter(log, "R")
     expected: set[str] = set()
@@ -236,7 +245,10 @@ def test_broker_down_60s_memory_bounded_then_everything_arrives(stack, etcd, pre
     print(f"broker down 60 s: {len(expected)} lines ({written_mb:.0f} MB) all arrived once; "
           f"agent RSS {min(rss):.0f}..{max(rss):.0f} MB")
     assert max(rss) < 150, f"agent RSS grew to {max(rss):.0f} MB while Kafka was down"
-    assert max(rss) - rss[0] < written_mb, "memory grew with the outage instead of staying bounded"
+    # Bounded, not growing with the outage: once max_inflight_bytes are queued the agent stops
+    # reading, so the second half of the outage adds (almost) nothing to the first half's peak.
+    half = len(rss) // 2
+    assert max(rss[half:]) - max(rss[:half]) < 8, f"RSS still growing late in the outage: {rss[::20]}"
 
 
 # ------------------------------------------------------------------------------------------ 5

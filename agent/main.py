@@ -41,7 +41,7 @@ from .collectlist import CollectList
 from .hostip import host_ip
 from .metrics import AgentMetrics
 from .producer import KafkaSink
-from .registry import Registry
+from .registry import Registry, RegistryCorruptError
 from .tailer import TailManager
 
 log = logging.getLogger("logagent")
@@ -120,6 +120,8 @@ class Agent:
         if revision and revision <= self.collect.applied.revision and self.collect.applied.source == "etcd":
             return  # already applied (a replay after a re-watch)
         if self.collect.offer(raw, revision):
+            if self.last_error and self.last_error.startswith("collect list"):
+                self.last_error = None  # the refused list was replaced by a good one
             self.tail.set_inputs(self.collect.applied.inputs)
             log.info("collect list of revision %d applied: %d input(s) %s", revision,
                      len(self.collect.applied.inputs), [i.path for i in self.collect.applied.inputs])
@@ -314,7 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     # The hot path allocates many short-lived objects and no cycles: a higher gen-0 threshold
     # makes the collector run far less often (measured ~1.6x faster poll+ack).
     gc.set_threshold(100_000, 50, 100)
-    agent = Agent(cfg)
+    try:
+        agent = Agent(cfg)
+    except RegistryCorruptError as e:
+        log.error("%s", e)
+        return 1
+    except OSError as e:
+        log.error("cannot start: %s (check [agent] data_dir in %s and its permissions)", e, args.config)
+        return 1
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s", signal.Signals(signum).name)

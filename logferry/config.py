@@ -431,6 +431,7 @@ _NAMED_KAFKA_KEYS = {
 _FIXED_KAFKA_KEYS = {
     "producer.acks": "acks=all", "producer.request.required.acks": "acks=all",
     "producer.enable.idempotence": "an idempotent producer",
+    "producer.message.timeout.ms": "never giving up on a line (message.timeout.ms=0; backpressure instead)",
     "consumer.enable.auto.commit": "commits only after Elasticsearch accepted the records",
     "consumer.enable.auto.offset.store": "commits only after Elasticsearch accepted the records",
     "consumer.group.id": "[transfer] group_id",

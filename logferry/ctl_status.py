@@ -1,0 +1,435 @@
+"""``logctl hosts`` and ``logctl status``: what etcd says about hosts, agents and transfers.
+
+A host is any IP with a collect list or a status key under ``<prefix>/agents/``. An agent is
+live while its status key exists: the key is bound to a lease of about 10 s that the agent
+keeps alive, so it vanishes by itself when the agent dies or hangs, and at once on a clean
+stop. Transfers are the same under ``<prefix>/transfers/<id>/status``.
+
+Reading is one range read per prefix; rendering is pure (tested without servers).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from logferry.ctl_util import fmt_age, fmt_bytes, fmt_count, render_table
+from logferry.etcd import EtcdClient
+from logferry.keys import Keys
+from logferry.schema import InputSpec, SchemaError, parse_collect_list
+
+__all__ = [
+    "HostView",
+    "agent_lines",
+    "config_state",
+    "gather_hosts",
+    "gather_transfers",
+    "host_sort_key",
+    "hosts_json",
+    "hosts_table",
+    "rates",
+    "transfer_lines",
+]
+
+
+@dataclass
+class HostView:
+    """One host IP: its collect list (as stored) and its agent's status (when live)."""
+
+    ip: str
+    collect_raw: bytes | None = None
+    collect_revision: int = 0
+    inputs: list[InputSpec] | None = None
+    collect_error: str | None = None
+    status: dict[str, Any] | None = None
+    status_revision: int = 0
+    status_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_list(self) -> bool:
+        return self.collect_raw is not None
+
+    @property
+    def live(self) -> bool:
+        return self.status is not None or self.status_error is not None
+
+
+def host_sort_key(ip: str) -> tuple[int, int]:
+    a = ipaddress.ip_address(ip)
+    return a.version, int(a)
+
+
+def _decode_status(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        return None, f"status key is not JSON ({e})"
+    if not isinstance(doc, dict):
+        return None, "status key is not a JSON object"
+    return doc, None
+
+
+def gather_hosts(client: EtcdClient, keys: Keys) -> dict[str, HostView]:
+    """Every host under the agents prefix, from one range read."""
+    items, _ = client.get_prefix(keys.agents_prefix())
+    hosts: dict[str, HostView] = {}
+    for key, value, rev in items:
+        parsed = keys.parse_agent_key(key)
+        if parsed is None:
+            continue
+        ip, kind = parsed
+        h = hosts.setdefault(ip, HostView(ip))
+        if kind == "collect":
+            h.collect_raw, h.collect_revision = value, rev
+            try:
+                h.inputs = parse_collect_list(value)
+            except SchemaError as e:
+                h.collect_error = str(e)
+        else:
+            h.status_revision = rev
+            h.status, h.status_error = _decode_status(value)
+    return dict(sorted(hosts.items(), key=lambda kv: host_sort_key(kv[0])))
+
+
+def gather_transfers(client: EtcdClient, keys: Keys) -> dict[str, dict[str, Any]]:
+    """transfer id → its status document (``{"error": …}`` when the key holds no JSON object)."""
+    items, _ = client.get_prefix(keys.transfers_prefix())
+    out: dict[str, dict[str, Any]] = {}
+    for key, value, _rev in items:
+        tid = keys.parse_transfer_key(key)
+        if tid is None:
+            continue
+        doc, err = _decode_status(value)
+        out[tid] = doc if doc is not None else {"id": tid, "last_error": err}
+    return dict(sorted(out.items()))
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _parse_iso(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        t = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _age(text: Any, now: datetime) -> float | None:
+    t = _parse_iso(text)
+    return None if t is None else (now - t).total_seconds()
+
+
+def config_state(h: HostView) -> str:
+    """How the agent's applied list compares with the stored one, in a few words."""
+    st = h.status or {}
+    cfg = st.get("config") if isinstance(st.get("config"), dict) else {}
+    if not h.live:
+        return "-"
+    applied = cfg.get("revision")
+    rejected = cfg.get("rejected_revision")
+    source = cfg.get("source")
+    if rejected:
+        return f"rejected rev {rejected}, runs rev {applied}"
+    if source == "disk":
+        return f"rev {applied} from disk (etcd not read)"
+    if not h.has_list:
+        return "no list: collects nothing" if not applied else f"rev {applied}, key deleted since"
+    if applied == h.collect_revision:
+        return f"rev {applied} (current)"
+    if isinstance(applied, int) and applied < h.collect_revision:
+        return f"rev {applied} (behind {h.collect_revision})"
+    return f"rev {applied}"
+
+
+def _inputs_cell(h: HostView) -> str:
+    if not h.has_list:
+        return "-"
+    if h.collect_error is not None:
+        return "INVALID"
+    return str(len(h.inputs or []))
+
+
+def _last_error(h: HostView) -> str | None:
+    if h.status_error:
+        return h.status_error
+    if h.status and h.status.get("last_error"):
+        return str(h.status["last_error"])
+    if h.collect_error and not h.live:
+        return h.collect_error
+    return None
+
+
+def hosts_table(hosts: dict[str, HostView], *, max_width: int | None = None) -> str:
+    rows = []
+    for h in hosts.values():
+        st = h.status or {}
+        rows.append([h.ip, "live" if h.live else "DOWN", st.get("hostname"), st.get("version"),
+                     _inputs_cell(h), config_state(h), _last_error(h)])
+    return render_table(["IP", "AGENT", "HOSTNAME", "VERSION", "INPUTS", "CONFIG", "LAST ERROR"], rows,
+                        max_width=max_width, right=[4])
+
+
+def hosts_json(hosts: dict[str, HostView]) -> list[dict[str, Any]]:
+    out = []
+    for h in hosts.values():
+        st = h.status or {}
+        out.append({
+            "ip": h.ip,
+            "live": h.live,
+            "hostname": st.get("hostname"),
+            "version": st.get("version"),
+            "collect_revision": h.collect_revision or None,
+            "inputs": None if h.inputs is None else len(h.inputs),
+            "collect_valid": h.collect_error is None if h.has_list else None,
+            "collect_error": h.collect_error,
+            "config": config_state(h),
+            "applied_revision": (st.get("config") or {}).get("revision") if h.live else None,
+            "last_error": _last_error(h),
+        })
+    return out
+
+
+# --- rates -----------------------------------------------------------------------------------
+
+
+def rates(before: dict[str, Any] | None, after: dict[str, Any], now: datetime) -> tuple[dict[str, float], str]:
+    """Per-second rates of the ``counters`` of a status document, and over what.
+
+    With two samples (``before`` from an earlier read) the rate is the difference over the time
+    between their ``updated_at``; otherwise the average since ``started_at``.
+    """
+    c1 = after.get("counters") if isinstance(after.get("counters"), dict) else {}
+    t1 = _parse_iso(after.get("updated_at")) or now
+    if before is not None:
+        c0 = before.get("counters") if isinstance(before.get("counters"), dict) else {}
+        t0 = _parse_iso(before.get("updated_at"))
+        if t0 is not None and (t1 - t0).total_seconds() > 0 and before.get("pid") == after.get("pid"):
+            dt = (t1 - t0).total_seconds()
+            return ({k: (float(v) - float(c0.get(k, 0))) / dt for k, v in c1.items()
+                     if isinstance(v, int | float) and isinstance(c0.get(k, 0), int | float)},
+                    f"over the last {dt:.0f}s")
+    t0 = _parse_iso(after.get("started_at"))
+    if t0 is None or (t1 - t0).total_seconds() <= 0:
+        return {}, "no time base"
+    dt = (t1 - t0).total_seconds()
+    return ({k: float(v) / dt for k, v in c1.items() if isinstance(v, int | float)},
+            f"average since start ({fmt_age(dt)})")
+
+
+def _rate(r: dict[str, float], key: str) -> str:
+    v = r.get(key)
+    if v is None:
+        return ""
+    return f" ({v:,.1f}/s)" if v < 100 else f" ({v:,.0f}/s)"
+
+
+# --- agent detail ----------------------------------------------------------------------------
+
+
+def agent_lines(h: HostView, now: datetime, *, before: dict[str, Any] | None = None,
+                max_width: int | None = None) -> list[str]:
+    """The human block for one host in ``logctl status``."""
+    if not h.live:
+        what = (f"collect list revision {h.collect_revision}, {_inputs_cell(h)} input(s)"
+                if h.has_list else "no collect list")
+        return [f"HOST {h.ip}: no live agent (no status key: not running, hung, or cannot reach etcd); "
+                f"{what}"]
+    if h.status is None:
+        return [f"AGENT {h.ip}: {h.status_error}"]
+    st = h.status
+    up = _age(st.get("started_at"), now)
+    fresh = _age(st.get("updated_at"), now)
+    out = [f"AGENT {h.ip} ({st.get('hostname', '?')})  version {st.get('version', '?')}, pid {st.get('pid', '?')}, "
+           f"up {fmt_age(up)}, status updated {fmt_age(fresh)} ago"]
+    cfg = st.get("config") if isinstance(st.get("config"), dict) else {}
+    inputs = cfg.get("inputs")
+    out.append(f"  config    {config_state(h)}; {inputs if inputs is not None else '?'} input(s) in force"
+               + (f"; stored list INVALID: {h.collect_error}" if h.collect_error else ""))
+    if cfg.get("error"):
+        out.append(f"  refused   {cfg['error']}")
+    out.append(f"  etcd      {st.get('etcd', '?')}")
+    k = st.get("kafka") if isinstance(st.get("kafka"), dict) else {}
+    out.append(f"  kafka     in flight {fmt_count(k.get('inflight_lines'))} line(s), "
+               f"{fmt_bytes(k.get('inflight_bytes'))}"
+               + (f"; last error: {k['last_error']}" if k.get("last_error") else ""))
+    counters = st.get("counters") if isinstance(st.get("counters"), dict) else {}
+    r, over = rates(before, st, now)
+    if counters:
+        out.append(f"  lines     read {fmt_count(counters.get('lines_read'))}{_rate(r, 'lines_read')}, "
+                   f"sent {fmt_count(counters.get('lines_sent'))}{_rate(r, 'lines_sent')}, "
+                   f"{fmt_bytes(counters.get('bytes_read'))} read{_rate_bytes(r, 'bytes_read')}; rates {over}")
+        out.append(f"  problems  send failures {fmt_count(counters.get('send_failures'))}, "
+                   f"retries {fmt_count(counters.get('retries'))}, "
+                   f"truncated lines {fmt_count(counters.get('lines_truncated'))}, "
+                   f"lists refused {fmt_count(counters.get('config_rejected'))}")
+    out.append(f"  error     {st.get('last_error') or '-'}")
+    files = st.get("files") if isinstance(st.get("files"), list) else []
+    if files:
+        rows = []
+        for f in files:
+            if not isinstance(f, dict):
+                continue
+            if f.get("error") and "offset" not in f:
+                rows.append([f.get("error"), "", "", "", "", "ERROR"])
+                continue
+            rows.append([f.get("path"), fmt_count(f.get("offset")), fmt_count(f.get("size")),
+                         fmt_bytes(f.get("lag_bytes")), "open" if f.get("open") else "closed",
+                         f.get("input")])
+        table = render_table(["FILE", "OFFSET", "SIZE", "LAG", "STATE", "INPUT"], rows,
+                             max_width=None if max_width is None else max_width - 4, right=[1, 2, 3])
+        out += ["    " + ln for ln in table.splitlines()]
+    else:
+        out.append("  files     none found for the inputs in force")
+    return out
+
+
+def _rate_bytes(r: dict[str, float], key: str) -> str:
+    v = r.get(key)
+    return "" if v is None else f" ({fmt_bytes(v)}/s)"
+
+
+# --- transfer detail -------------------------------------------------------------------------
+
+_TRANSFER_SHOWN = {"id", "host", "hostname", "version", "pid", "started_at", "updated_at", "group_id", "config",
+                   "etcd", "elasticsearch", "assigned_partitions", "partitions", "assigned", "assignment", "lag",
+                   "consumer_lag", "in_flight", "paused", "counters", "last_error"}
+
+
+def _partitions(value: Any) -> str:
+    """Assigned partitions as ``topic[0,1,2] other[0]``, from the shapes a status may use."""
+    by_topic: dict[str, list[str]] = {}
+    if isinstance(value, dict):
+        for t, parts in value.items():
+            by_topic[str(t)] = [str(p) for p in (parts if isinstance(parts, list) else [parts])]
+    elif isinstance(value, list):
+        for p in value:
+            if isinstance(p, dict):
+                by_topic.setdefault(str(p.get("topic", "?")), []).append(str(p.get("partition", "?")))
+            elif isinstance(p, list | tuple) and len(p) == 2:
+                by_topic.setdefault(str(p[0]), []).append(str(p[1]))
+            else:
+                m = re.fullmatch(r"(.+)\[(\d+)\]", str(p))
+                t, sep, n = (m.group(1), "[", m.group(2)) if m else str(p).rpartition(":")
+                if sep and n.isdigit():
+                    by_topic.setdefault(t, []).append(n)
+                else:
+                    by_topic.setdefault(str(p), [])
+    else:
+        return "-" if value is None else str(value)
+    if not by_topic:
+        return "none"
+    return " ".join(f"{t}[{','.join(ps)}]" if ps else t for t, ps in sorted(by_topic.items()))
+
+
+def _lag(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int | float):
+        return fmt_count(value)
+    if isinstance(value, dict):
+        nums = {k: v for k, v in value.items() if isinstance(v, int | float)}
+        if "total" in nums:
+            rest = {k: v for k, v in nums.items() if k != "total"}
+            detail = ", ".join(f"{k} {fmt_count(v)}" for k, v in sorted(rest.items()))
+            return fmt_count(nums["total"]) + (f" ({detail})" if detail else "")
+        if nums:
+            detail = ", ".join(f"{k} {fmt_count(v)}" for k, v in sorted(nums.items()))
+            return f"{fmt_count(sum(nums.values()))} ({detail})"
+    return json.dumps(value, separators=(",", ":"))[:200]
+
+
+def _flat_counters(counters: dict[str, Any]) -> dict[str, float]:
+    """``{"failed": {"mapping": 2}}`` → ``{"failed mapping": 2}``: one level of labels flattened."""
+    out: dict[str, float] = {}
+    for k, v in counters.items():
+        if isinstance(v, dict):
+            for label, n in v.items():
+                if isinstance(n, int | float):
+                    out[f"{k} {label}"] = n
+        elif isinstance(v, int | float):
+            out[k] = v
+    return out
+
+
+def transfer_config_state(doc: dict[str, Any], stored_revision: int | None) -> str:
+    cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+    if not cfg:
+        return "-"
+    rev = cfg.get("revision")
+    if cfg.get("topics"):
+        what = "topics " + ", ".join(map(str, cfg["topics"]))
+    elif cfg.get("topics_regex"):
+        what = f"topics matching {cfg['topics_regex']}"
+    else:
+        what = "no topics"
+    if stored_revision is None or rev is None:
+        where = f"rev {rev}"
+    elif rev == stored_revision:
+        where = f"rev {rev} (current)"
+    elif isinstance(rev, int) and rev < stored_revision:
+        where = f"rev {rev} (behind {stored_revision})"
+    else:
+        where = f"rev {rev}"
+    src = f" from {cfg['source']}" if cfg.get("source") not in (None, "etcd") else ""
+    return f"{where}{src}: {what} → index {cfg.get('index') or '?'}"
+
+
+def transfer_lines(tid: str, doc: dict[str, Any], now: datetime, *, before: dict[str, Any] | None = None,
+                   stored_revision: int | None = None, max_width: int | None = None) -> list[str]:
+    """The human block for one logtransfer in ``logctl status``."""
+    host = doc.get("host") or doc.get("hostname") or "?"
+    group = f", group {doc['group_id']}" if doc.get("group_id") else ""
+    out = [f"TRANSFER {doc.get('id', tid)} on {host}  version {doc.get('version', '?')}, pid {doc.get('pid', '?')}"
+           f"{group}, up {fmt_age(_age(doc.get('started_at'), now))}, "
+           f"status updated {fmt_age(_age(doc.get('updated_at'), now))} ago"]
+    cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+    if cfg:
+        out.append(f"  config     {transfer_config_state(doc, stored_revision)}")
+        if cfg.get("rejected_revision"):
+            out.append(f"  refused    rev {cfg['rejected_revision']}: {cfg.get('error')}")
+    if "etcd" in doc:
+        out.append(f"  etcd       {doc['etcd']}")
+    es = doc.get("elasticsearch")
+    if isinstance(es, dict):
+        out.append(f"  es         {es.get('state', '?')}" + (f": {es['error']}" if es.get("error") else ""))
+    lag = next((doc[k] for k in ("consumer_lag", "lag") if k in doc), None)
+    consumer = f"  consumer   lag {_lag(lag)} record(s)"
+    if doc.get("in_flight") is not None:
+        consumer += f", {fmt_count(doc['in_flight'])} in flight"
+    if doc.get("paused"):
+        consumer += ", PAUSED (waiting for Elasticsearch)"
+    out.append(consumer)
+    counters = doc.get("counters") if isinstance(doc.get("counters"), dict) else {}
+    if counters:
+        flat = _flat_counters(counters)
+        flat_before = None
+        if before is not None and isinstance(before.get("counters"), dict):
+            flat_before = before | {"counters": _flat_counters(before["counters"])}
+        r, over = rates(flat_before, doc | {"counters": flat}, now)
+        shown = ", ".join(f"{k.replace('_', ' ')} {fmt_count(v)}{_rate(r, k)}" for k, v in flat.items())
+        out.append(f"  counters   {shown}; rates {over}")
+    for k, v in doc.items():
+        if k not in _TRANSFER_SHOWN:
+            text = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+            out.append(f"  {k:<10} {text[:300]}")
+    out.append(f"  error      {doc.get('last_error') or '-'}")
+    parts = doc.get("partitions")
+    if isinstance(parts, list) and parts and all(isinstance(p, dict) for p in parts):
+        rows = [[p.get("topic"), p.get("partition"), fmt_count(p.get("committed")), fmt_count(p.get("lag"))]
+                for p in parts]
+        table = render_table(["TOPIC", "PARTITION", "COMMITTED", "LAG"], rows,
+                             max_width=None if max_width is None else max_width - 4, right=[1, 2, 3])
+        out += ["    " + ln for ln in table.splitlines()]
+    else:
+        shown = next((doc[k] for k in ("assigned_partitions", "partitions", "assigned", "assignment") if k in doc),
+                     None)
+        out.append(f"  partitions {_partitions(shown)}")
+    return out

@@ -1,0 +1,270 @@
+"""Small pure helpers of ``logctl``: exit codes, tables, diffs, durations and times, prompts.
+
+Kept apart from the commands so they are unit-tested without any server.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+__all__ = [
+    "EXIT_CONFLICT",
+    "EXIT_OK",
+    "EXIT_PROBLEM",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "CtlError",
+    "confirm",
+    "fmt_age",
+    "fmt_bytes",
+    "fmt_count",
+    "parse_duration",
+    "parse_time",
+    "render_table",
+    "unified_diff",
+]
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1  # a failure, or a problem found (invalid list in etcd, agent not live, doctor finding)
+EXIT_USAGE = 2  # bad command line, or what you gave logctl is invalid (a collect list file, a query)
+EXIT_CONFLICT = 3  # the key changed since it was read: nothing written
+EXIT_UNREACHABLE = 4  # etcd, Kafka or Elasticsearch did not answer
+
+
+class CtlError(Exception):
+    """A failure logctl reports as one line on stderr, with its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_PROBLEM) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- durations and times ---------------------------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h|d|w)", re.IGNORECASE)
+DURATION_HELP = "a duration such as 90s, 15m, 2h, 1d or 1h30m"
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"15m"`` → 15 minutes. Units ms, s, m, h, d, w; parts may be combined (``1h30m``).
+
+    A bare number is refused: "15" could be seconds or minutes, and a wrong guess silently
+    searches the wrong window.
+    """
+    s = text.strip().lower()
+    if not s:
+        raise ValueError(f"empty duration; write {DURATION_HELP}")
+    pos = 0
+    total = 0.0
+    for m in _DURATION_PART.finditer(s):
+        if m.start() != pos and s[pos:m.start()].strip():
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2).lower()]
+        pos = m.end()
+    if pos != len(s) or pos == 0:
+        if re.fullmatch(r"\d+(\.\d+)?", s):
+            raise ValueError(f"{text!r} has no unit; write {DURATION_HELP}")
+        raise ValueError(f"{text!r} is not a duration; write {DURATION_HELP}")
+    return timedelta(seconds=total)
+
+
+def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """A point in time for ``--since``/``--until``, as an aware UTC datetime.
+
+    Accepted: ``now``; a duration meaning that long ago (``15m``, ``2h``, also ``15m ago``
+    and ``-15m``); an ISO-8601 date or time (``2024-05-01``, ``2024-05-01T12:00``,
+    ``2024-05-01 12:00:00Z``, with or without an offset; without one it is this machine's
+    local time, as ``date`` prints it).
+    """
+    now = now or datetime.now(UTC)
+    s = text.strip()
+    if s.lower() == "now":
+        return now
+    rel = s[1:] if s.startswith("-") else s
+    if rel.lower().endswith(" ago"):
+        rel = rel[:-4]
+    try:
+        return now - parse_duration(rel)
+    except ValueError:
+        pass
+    if re.fullmatch(r"-?\d+(\.\d+)?", s):
+        raise ValueError(f"{text!r} has no unit; write {DURATION_HELP} (meaning that long ago), or a time")
+    iso = s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s
+    try:
+        t = datetime.fromisoformat(iso)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time; write {DURATION_HELP} (meaning that long ago), "
+                         "now, or an ISO-8601 time such as 2024-05-01T12:00:00Z") from None
+    if t.tzinfo is None:
+        t = t.astimezone()  # local time, as the operator's clock shows it
+    return t.astimezone(UTC)
+
+
+def iso_utc(t: datetime) -> str:
+    """``2024-05-01T12:00:00.123Z``: the form of ``@timestamp``."""
+    t = t.astimezone(UTC)
+    return f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z"
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+
+def fmt_bytes(n: float | None) -> str:
+    """1536 → ``1.5 KiB``; None → ``-``."""
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def fmt_count(n: float | None) -> str:
+    """Whole numbers with thousands separators; None → ``-``."""
+    if n is None:
+        return "-"
+    if float(n).is_integer():
+        return f"{int(n):,}"
+    return f"{n:,.1f}"
+
+
+def fmt_age(seconds: float | None) -> str:
+    """A short age: ``42s``, ``5m``, ``3h12m``, ``4d2h``; None → ``-``."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s < 600 else f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600}h"
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    text = str(value)
+    return " ".join(text.split()) if ("\n" in text or "\t" in text) else text
+
+
+def render_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, max_width: int | None = None,
+                 right: Iterable[int] = ()) -> str:
+    """A plain-text table: a header row, then one row per item, columns two spaces apart.
+
+    ``None`` and empty cells show as ``-``; newlines in cells become spaces. With ``max_width``
+    (the terminal's width) the last column is cut with ``…`` so rows do not wrap. Columns whose
+    index is in ``right`` (numbers) are right-aligned.
+    """
+    body = [[_cell(c) for c in row] for row in rows]
+    head = [str(h) for h in headers]
+    ncol = len(head)
+    for r in body:
+        if len(r) != ncol:
+            raise ValueError(f"row has {len(r)} cells, table has {ncol} columns")
+    widths = [max([len(head[i])] + [len(r[i]) for r in body]) for i in range(ncol)]
+    right = set(right)
+    if max_width is not None and ncol:
+        used = sum(widths[:-1]) + 2 * (ncol - 1)
+        widths[-1] = max(len(head[-1]), min(widths[-1], max_width - used))
+
+    def line(cells: list[str]) -> str:
+        out = []
+        for i, c in enumerate(cells):
+            w = widths[i]
+            if len(c) > w:
+                c = c[: max(0, w - 1)] + "…"
+            out.append(c.rjust(w) if i in right else c.ljust(w))
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(head), *(line(r) for r in body)])
+
+
+def terminal_width(stream: TextIO = sys.stdout) -> int | None:
+    """The terminal's width when ``stream`` is one, else None (pipes get whole lines)."""
+    try:
+        if not stream.isatty():
+            return None
+    except (AttributeError, ValueError):
+        return None
+    return shutil.get_terminal_size((120, 40)).columns
+
+
+def use_color(stream: TextIO = sys.stdout) -> bool:
+    """Colour only on a terminal, and never with ``NO_COLOR`` set (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def unified_diff(old: str, new: str, old_label: str, new_label: str, *, color: bool = False) -> str:
+    """A unified diff of two texts, ``""`` when they are equal. Always ends with a newline."""
+    old_lines = old.splitlines(keepends=True)
+    new_lines = new.splitlines(keepends=True)
+    for lines in (old_lines, new_lines):
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+    out = []
+    for ln in difflib.unified_diff(old_lines, new_lines, old_label, new_label):
+        if color:
+            if ln.startswith(("+++", "---")):
+                ln = f"\x1b[1m{ln.rstrip(chr(10))}\x1b[0m\n"
+            elif ln.startswith("+"):
+                ln = f"\x1b[32m{ln.rstrip(chr(10))}\x1b[0m\n"
+            elif ln.startswith("-"):
+                ln = f"\x1b[31m{ln.rstrip(chr(10))}\x1b[0m\n"
+            elif ln.startswith("@@"):
+                ln = f"\x1b[36m{ln.rstrip(chr(10))}\x1b[0m\n"
+        out.append(ln)
+    return "".join(out)
+
+
+# --- prompts ---------------------------------------------------------------------------------
+
+
+def stdin_is_tty() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def confirm(question: str, *, assume_yes: bool, stdin_used: bool = False, default: bool = False) -> bool:
+    """Ask ``question`` on the terminal; True for yes.
+
+    With ``assume_yes`` (``--yes``) no question is asked. Without a terminal on stdin (a pipe,
+    cron, CI), or when stdin carried the document itself, nobody can answer: that is a usage
+    error telling the operator to add ``--yes``, never a silent yes.
+    """
+    if assume_yes:
+        return True
+    if stdin_used or not stdin_is_tty():
+        raise CtlError("not asking for confirmation: stdin is not a terminal; add --yes to write "
+                       "without asking (or --dry-run to only see the diff)", EXIT_USAGE)
+    hint = "[Y/n]" if default else "[y/N]"
+    while True:
+        print(f"{question} {hint} ", end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
+        if not answer:  # EOF
+            return False
+        a = answer.strip().lower()
+        if not a:
+            return default
+        if a in ("y", "yes"):
+            return True
+        if a in ("n", "no"):
+            return False

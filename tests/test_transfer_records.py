@@ -1,0 +1,89 @@
+"""Bulk body building: one NDJSON action + document per record, or a dead letter with the reason."""
+
+from __future__ import annotations
+
+import json
+
+from logferry.envelope import encode_record
+from logferry.schema import TransferConfig
+from transfer.records import DeadLetter, IndexItem, Source, action_line, document_line, prepare
+
+CFG = TransferConfig(topics=("app",), index="logs-{topic}-{yyyy.MM.dd}")
+
+
+def envelope(msg: str = "hello", offset: int = 0, ts: float = 1714564800.5) -> bytes:
+    return encode_record(message=msg, timestamp=ts, host_name="web1", host_ip="10.0.0.5", path="/var/log/a.log",
+                         offset=offset, file_identity="fp:1", fields={"env": "prod"}, agent_version="0.1.0")
+
+
+def src(value: bytes | None, topic: str = "app", offset: int = 7) -> Source:
+    return Source(topic, 2, offset, b"k", value, 1714564800000)
+
+
+def test_valid_envelope_becomes_index_item_with_id_and_dated_index() -> None:
+    raw = envelope()
+    item = prepare(src(raw), CFG)
+    assert isinstance(item, IndexItem)
+    doc = json.loads(raw)
+    assert item.doc_id == doc["event"]["id"]
+    assert item.index == "logs-app-2024.05.01"
+    action, body, end = item.lines.split(b"\n")
+    assert end == b""
+    assert json.loads(action) == {"index": {"_index": "logs-app-2024.05.01", "_id": item.doc_id}}
+    assert body == raw  # the agent's compact JSON is sent as it is, not re-serialised
+
+
+def test_bulk_body_is_valid_ndjson_for_many_records() -> None:
+    items = [prepare(src(envelope(f"line {i} \u00e9 \"q\"", offset=i * 10), offset=i), CFG) for i in range(50)]
+    body = b"".join(i.lines for i in items)
+    lines = body.split(b"\n")
+    assert lines[-1] == b"" and len(lines) == 101
+    for n in range(0, 100, 2):
+        assert "index" in json.loads(lines[n])
+        assert json.loads(lines[n + 1])["message"].startswith("line ")
+
+
+def test_pretty_printed_json_is_reserialised_on_one_line() -> None:
+    doc = json.loads(envelope())
+    pretty = json.dumps(doc, indent=2).encode()
+    item = prepare(src(pretty), CFG)
+    assert isinstance(item, IndexItem)
+    assert item.lines.count(b"\n") == 2
+    assert json.loads(item.lines.split(b"\n")[1]) == doc
+    assert document_line(b'{"a":1}', {"a": 1}) == b'{"a":1}\n'
+
+
+def test_action_line_escapes_ids() -> None:
+    line = action_line("logs-x", 'a"b\\c\u00e9')
+    assert json.loads(line) == {"index": {"_index": "logs-x", "_id": 'a"b\\c\u00e9'}}
+    assert line.endswith(b"\n")
+
+
+def test_invalid_records_become_dead_letters_with_reason() -> None:
+    for value, words in ((b"not json", "not JSON"), (b"[1,2]", "not an object"), (None, "tombstone"),
+                         (b'{"message": "x", "@timestamp": "2024-05-01T00:00:00Z"}', "event.id"),
+                         (b"\xff\xfe", "not UTF-8")):
+        d = prepare(src(value), CFG)
+        assert isinstance(d, DeadLetter), value
+        assert d.kind == "invalid_record"
+        assert words in d.reason
+        assert d.src.value == value  # original bytes kept
+
+
+def test_record_whose_index_name_is_refused_is_dead_lettered() -> None:
+    cfg = TransferConfig(topics=("_bad",), index="{topic}-{yyyy.MM.dd}")
+    d = prepare(src(envelope(), topic="_bad"), cfg)
+    assert isinstance(d, DeadLetter)
+    assert "index" in d.reason
+
+
+def test_memoised_index_names_equal_index_name() -> None:
+    from logferry.schema import index_name
+    from transfer.records import _index_for
+
+    hourly = TransferConfig(topics=("app",), index="h-{topic}-{yyyy.MM.dd.HH}")
+    for cfg in (CFG, hourly):
+        for ts in ("2024-05-01T23:59:59.999Z", "2024-05-02T00:00:00.000Z", "2024-05-01T23:30:00+02:00",
+                   "2024-05-01T22:00:00-05:00", "2024-05-01T12:00:00Z", "2024-05-01"):
+            for _ in range(2):  # second time from the cache
+                assert _index_for(cfg, "app", ts) == index_name(cfg, "app", ts), (cfg.index, ts)

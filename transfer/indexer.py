@@ -1,0 +1,311 @@
+"""Bulk indexing into Elasticsearch with retries that never skip a document.
+
+A :class:`BulkJob` is one batch of prepared documents. :meth:`Indexer.run` sends it with the
+low-level ``es.bulk(operations=<NDJSON bytes>)`` (the lines were serialised once, in
+``records.prepare``), then looks at every item:
+
+* accepted (2xx): done;
+* retryable (429, 408, 5xx, and blocks that an operator lifts, such as a full disk's
+  ``cluster_block_exception``): kept, and only these items are sent again, after a capped
+  exponential backoff, for as long as it takes;
+* rejected for good (any other 4xx, e.g. ``mapper_parsing_exception``,
+  ``document_parsing_exception``, a mapping conflict): handed back for the dead-letter topic.
+
+A request that fails as a whole (connection refused, timeout, 429, 5xx, 401/403) is retried the
+same way. A whole request refused with 400 or 413 is split in halves until the document at fault
+is alone, and that one is rejected.
+
+While waiting, ``keepalive(seconds)`` is called instead of sleeping: the daemon pauses its
+partitions and polls the consumer there, so the group does not evict it during a long outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import elastic_transport
+import elasticsearch
+
+from .backoff import Backoff
+from .faults import FaultLog
+from .metrics import TransferMetrics
+from .records import IndexItem
+
+__all__ = [
+    "BulkJob",
+    "Indexer",
+    "classify_exception",
+    "classify_item",
+    "describe_item_error",
+]
+
+log = logging.getLogger("logtransfer.indexer")
+
+OK, RETRY, REJECT, SPLIT = "ok", "retry", "reject", "split"
+_FILTER_PATH = "errors,items.*.status,items.*.error"
+
+#: Item errors that are retried whatever their status: they go away without changing the document
+#: (an operator frees disk space and lifts the block; a node comes back; a queue drains).
+RETRYABLE_ERROR_TYPES = frozenset({
+    "cluster_block_exception",
+    "es_rejected_execution_exception",
+    "circuit_breaking_exception",
+    "unavailable_shards_exception",
+    "no_shard_available_action_exception",
+    "node_not_connected_exception",
+    "node_closed_exception",
+    "process_cluster_event_timeout_exception",
+    "primary_missing_action_exception",
+    "shard_not_in_primary_mode_exception",
+    "timeout_exception",
+})
+
+
+def classify_item(status: int, error: Any = None) -> str:
+    """``ok``, ``retry`` or ``reject`` for one item of a bulk response."""
+    if 200 <= status < 300 and not error:
+        return OK
+    etype = error.get("type") if isinstance(error, dict) else None
+    if status in (408, 429) or status >= 500 or etype in RETRYABLE_ERROR_TYPES:
+        return RETRY
+    return REJECT
+
+
+def describe_item_error(status: int, error: Any) -> str:
+    """One line: status, error type and reason, and the cause ES gives (which names the field)."""
+    if not isinstance(error, dict):
+        return f"{status} {error or 'error'}"
+    text = f"{status} {error.get('type', 'error')}: {error.get('reason', '')}".rstrip(": ")
+    cause = error.get("caused_by")
+    if isinstance(cause, dict) and cause.get("reason"):
+        text += f" (caused by {cause.get('type', 'error')}: {cause['reason']})"
+    return text[:2000]
+
+
+def _status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status
+    meta = getattr(exc, "meta", None)
+    return getattr(meta, "status", None)
+
+
+def classify_exception(exc: BaseException) -> tuple[str, str]:
+    """What to do when a whole bulk request failed: (``retry`` | ``split``, one-line description)."""
+    if isinstance(exc, elasticsearch.ApiError | elastic_transport.ApiError):
+        status = _status_of(exc) or 0
+        err = None
+        body = getattr(exc, "body", None)
+        if isinstance(body, dict):
+            err = body.get("error")
+        desc = describe_item_error(status, err if isinstance(err, dict) else (getattr(exc, "message", "") or err))
+        if status in (400, 413):
+            return SPLIT, desc
+        if status in (401, 403):
+            return RETRY, f"{desc}; check the credentials in the INI ([transfer] es_api_key / es_username)"
+        return RETRY, desc
+    if isinstance(exc, elastic_transport.ConnectionTimeout):
+        return RETRY, f"timed out ({_first_line(exc)})"
+    if isinstance(exc, elastic_transport.TlsError):
+        return RETRY, f"TLS error ({_first_line(exc)}); check [transfer] es_ca_file and the server certificate"
+    if isinstance(exc, elastic_transport.ConnectionError):
+        return RETRY, f"cannot connect ({_first_line(exc)})"
+    if isinstance(exc, elasticsearch.UnsupportedProductError):
+        return RETRY, f"{_first_line(exc)}; is es_hosts an Elasticsearch 8 server?"
+    if isinstance(exc, elastic_transport.TransportError | elastic_transport.SerializationError):
+        return RETRY, f"{type(exc).__name__}: {_first_line(exc)}"
+    if isinstance(exc, OSError | TimeoutError):
+        return RETRY, f"{type(exc).__name__}: {_first_line(exc)}"
+    raise exc
+
+
+def _first_line(exc: BaseException) -> str:
+    # elastic_transport keeps the useful part ("[Errno 111] Connection refused") in .message
+    message = getattr(exc, "message", None)
+    text = message if isinstance(message, str) and message else (str(exc) or type(exc).__name__)
+    return text.splitlines()[0][:500]
+
+
+@dataclass
+class BulkJob:
+    """One batch of documents on its way into Elasticsearch.
+
+    ``pending`` are the positions in ``items`` still to send; ``rejected`` are (position,
+    reason) pairs Elasticsearch refused for good. The job is done when nothing is pending.
+    """
+
+    items: list[IndexItem]
+    pending: list[int] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    accepted: int = 0
+    attempts: int = 0
+    chunk: int | None = None  # send at most this many per request (after a 400/413 on the whole)
+
+    def __post_init__(self) -> None:
+        if not self.pending:
+            self.pending = list(range(len(self.items)))
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
+
+    def drop_partitions(self, tps: set[tuple[str, int]]) -> int:
+        """Stop sending documents of partitions this transfer gave up; returns how many were dropped."""
+        before = len(self.pending) + len(self.rejected)
+        self.pending = [i for i in self.pending if self.items[i].src.tp not in tps]
+        self.rejected = [(i, r) for i, r in self.rejected if self.items[i].src.tp not in tps]
+        return before - len(self.pending) - len(self.rejected)
+
+
+@dataclass
+class AttemptResult:
+    retry_reason: str | None = None  # set when some items must be retried after a backoff
+    split: bool = False  # the request was too big or refused as a whole: retry at once, smaller
+
+
+class Indexer:
+    """Sends :class:`BulkJob` s to Elasticsearch until every document is accepted or rejected."""
+
+    def __init__(self, es: Any, metrics: TransferMetrics, backoff: Backoff | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.es = es
+        self.metrics = metrics
+        self.backoff = backoff or Backoff(0.5, 10.0)
+        self.fault = FaultLog("elasticsearch", log)
+        self.clock = clock
+        self.sleep = sleep
+        self.answered = False  # the last attempt got an answer from Elasticsearch
+
+    # ------------------------------------------------------------------ one attempt
+    def attempt(self, job: BulkJob) -> AttemptResult:
+        """Send every pending item once (in chunks if the job was split); update the job."""
+        result = AttemptResult()
+        self.answered = False
+        if job.attempts:
+            self.metrics.retried.inc(len(job.pending))
+        job.attempts += 1
+        todo = job.pending
+        size = job.chunk or len(todo) or 1
+        groups = [todo[i:i + size] for i in range(0, len(todo), size)]
+        still: list[int] = []
+        for n, group in enumerate(groups):
+            if result.retry_reason or result.split:
+                still.extend(group)
+                continue
+            body = b"".join(job.items[i].lines for i in group)
+            started = self.clock()
+            try:
+                resp = self.es.bulk(operations=body, filter_path=_FILTER_PATH)
+            except Exception as e:
+                self.metrics.bulk_seconds.observe(self.clock() - started)
+                self.metrics.bulk_requests.labels("error").inc()
+                kind, desc = classify_exception(e)
+                if kind == RETRY:
+                    self.metrics.failed.labels("retryable").inc(len(group))
+                if kind == SPLIT:
+                    self.answered = True
+                    if len(group) == 1:
+                        job.rejected.append((group[0], f"refused by Elasticsearch: {desc}"))
+                        self.metrics.failed.labels("rejected").inc()
+                        continue
+                    job.chunk = max(1, len(group) // 2)
+                    result.split = True
+                    log.info("elasticsearch refused a bulk request of %d documents as a whole (%s); "
+                             "splitting it to find the document at fault", len(group), desc)
+                else:
+                    result.retry_reason = f"bulk request of {sum(len(g) for g in groups[n:])} documents " \
+                                          f"failed: {desc}"
+                still.extend(group)
+                continue
+            self.metrics.bulk_seconds.observe(self.clock() - started)
+            self.answered = True
+            body_resp = resp.body if hasattr(resp, "body") else resp
+            items = body_resp.get("items") or []
+            if len(items) != len(group):
+                self.metrics.bulk_requests.labels("error").inc()
+                result.retry_reason = (f"bulk response has {len(items)} items for {len(group)} documents; "
+                                       "sending them again")
+                still.extend(group)
+                continue
+            if not body_resp.get("errors"):
+                self.metrics.bulk_requests.labels("ok").inc()
+                self.metrics.indexed.inc(len(group))
+                job.accepted += len(group)
+                continue
+            self.metrics.bulk_requests.labels("partial").inc()
+            retry_desc = None
+            accepted = 0
+            for i, entry in zip(group, items, strict=True):
+                r = next(iter(entry.values())) if isinstance(entry, dict) and entry else {}
+                status = r.get("status", 0) if isinstance(r, dict) else 0
+                error = r.get("error") if isinstance(r, dict) else None
+                verdict = classify_item(status, error)
+                if verdict == OK:
+                    accepted += 1
+                elif verdict == RETRY:
+                    still.append(i)
+                    if retry_desc is None:
+                        retry_desc = describe_item_error(status, error)
+                else:
+                    job.rejected.append((i, f"refused by Elasticsearch: {describe_item_error(status, error)}"))
+                    self.metrics.failed.labels("rejected").inc()
+            self.metrics.indexed.inc(accepted)
+            job.accepted += accepted
+            if retry_desc is not None:
+                n_retry = len(still)
+                self.metrics.failed.labels("retryable").inc(n_retry)
+                result.retry_reason = f"{n_retry} of {len(group)} documents not accepted ({retry_desc})"
+        job.pending = still
+        return result
+
+    # ------------------------------------------------------------------ until done
+    def run(self, job: BulkJob, keepalive: Callable[[float], None] | None = None,
+            abort: Callable[[], bool] | None = None) -> bool:
+        """Send ``job`` until nothing is pending; False if ``abort()`` said stop first.
+
+        ``keepalive(seconds)`` replaces sleeping between attempts (it may itself finish the job,
+        re-entrantly, from a rebalance callback: the loop then simply ends).
+        """
+        while not job.done:
+            if abort is not None and abort():
+                return False
+            result = self.attempt(job)
+            if job.done:
+                break
+            if result.split:
+                continue
+            assert result.retry_reason is not None
+            delay = self.backoff.next()
+            self.fault.fault(f"{result.retry_reason}; retrying with backoff (up to {self.backoff.cap_s:g}s), "
+                             "offsets are not committed past them", key=_fault_key(result.retry_reason))
+            if not self._wait(delay, job, keepalive, abort):
+                return False
+        if job.attempts and self.answered:
+            self.fault.clear()
+            self.backoff.reset()
+        return True
+
+    def _wait(self, delay: float, job: BulkJob, keepalive: Callable[[float], None] | None,
+              abort: Callable[[], bool] | None) -> bool:
+        end = self.clock() + delay
+        while True:
+            if abort is not None and abort():
+                return False
+            left = end - self.clock()
+            if left <= 0 or job.done:
+                return True
+            step = min(0.2, left)
+            if keepalive is not None:
+                keepalive(step)
+            else:
+                self.sleep(step)
+
+
+def _fault_key(reason: str) -> str:
+    """Group retry messages by kind, so a changing count does not log a new line each time."""
+    head = reason.split("(", 1)[-1] if "(" in reason else reason
+    return "".join(c for c in head if not c.isdigit())[:80]

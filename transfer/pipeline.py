@@ -1,0 +1,257 @@
+"""Consumed records → batch → Elasticsearch / dead-letter topic → offset commit.
+
+The delivery rule lives here. Records are buffered as they are consumed (prepared at once: bulk
+lines built, or a dead-letter reason found). A full or old enough buffer becomes the batch in
+flight, and :meth:`Pipeline.flush` settles it:
+
+1. every document is accepted by Elasticsearch, or rejected for good (``indexer``; retryable
+   failures are retried with backoff, forever if need be);
+2. every rejected document and every record that is not an envelope is acknowledged by the
+   dead-letter topic (``deadletter``);
+3. only then are the batch's records marked settled, and the offsets committed
+   (``offsets.OffsetTracker`` computes, per partition, how far every record is settled).
+
+Rebalances. ``on_revoke`` runs inside a consumer call: it settles the batch in flight and the
+buffer, commits, and only then lets the partitions go. That callback may fire while ``flush``
+itself is waiting between retries (the keepalive polls the consumer), so settling is re-entrant:
+every step records that it is done, and the outer call finds the work finished. If the work
+cannot be finished within ``REVOKE_BUDGET_S`` (Elasticsearch down), the partitions are given up
+without committing past it: the new owner consumes those records again and, ``_id`` being
+``event.id``, they overwrite themselves. ``on_lost`` (the group already gave the partitions
+away) drops them without committing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from logferry.schema import TransferConfig
+
+from .deadletter import DeadLetterProducer
+from .indexer import BulkJob, Indexer
+from .metrics import TransferMetrics
+from .offsets import OffsetTracker
+from .records import DeadLetter, IndexItem, Source, prepare
+
+__all__ = ["REVOKE_BUDGET_S", "Batch", "Pipeline"]
+
+log = logging.getLogger("logtransfer.pipeline")
+
+#: How long a rebalance callback may spend finishing in-flight work. The group waits for us
+#: (up to max.poll.interval.ms, 5 min by default); past this budget the partitions are let go.
+REVOKE_BUDGET_S = 30.0
+
+TP = tuple[str, int]
+Keepalive = Callable[[float], None]
+
+
+@dataclass
+class Batch:
+    """The records in flight: their documents, their dead letters, and where they came from."""
+
+    bulk: BulkJob
+    dead: list[DeadLetter]
+    sources: list[Source]
+    dead_letter_topic: str
+    rejects_collected: bool = False
+    settled: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+class Pipeline:
+    """Buffers consumed records and settles them in batches; see the module docstring."""
+
+    def __init__(self, indexer: Indexer, deadletters: DeadLetterProducer, metrics: TransferMetrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.indexer = indexer
+        self.deadletters = deadletters
+        self.metrics = metrics
+        self.clock = clock
+        self.consumer: Any = None  # GroupConsumer; set by the daemon (they refer to each other)
+        self.cfg: TransferConfig | None = None
+        self.tracker = OffsetTracker()
+        self.batch: Batch | None = None
+        self._items: list[IndexItem] = []
+        self._dead: list[DeadLetter] = []
+        self._sources: list[Source] = []
+        self._bytes = 0
+        self._since = 0.0
+        self.abandoned = False  # shutting down past the grace period: settle nothing more
+        self.hard_stop: Callable[[], bool] = lambda: False
+
+    # ------------------------------------------------------------------ buffering
+    @property
+    def buffered(self) -> int:
+        return len(self._sources)
+
+    def add_message(self, m: Any) -> None:
+        """A record from the consumer (a confluent_kafka.Message)."""
+        ts_type, ts = m.timestamp()
+        self.add(Source(m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts if ts_type else None))
+
+    def add(self, src: Source) -> None:
+        assert self.cfg is not None, "records consumed before a transfer config was applied"
+        try:
+            self.tracker.add(src.tp, src.offset)
+        except ValueError as e:
+            # The consumer went back (an offset reset): what we hold of that partition is stale.
+            log.warning("%s; forgetting the records of %s[%d] in flight, they are consumed again", e,
+                        src.topic, src.partition)
+            self.drop({src.tp})
+            self.tracker.add(src.tp, src.offset)
+        if not self._sources:
+            self._since = self.clock()
+        self._sources.append(src)
+        self.metrics.consumed.inc()
+        prepared = prepare(src, self.cfg)
+        if isinstance(prepared, IndexItem):
+            self._items.append(prepared)
+            self._bytes += len(prepared.lines)
+        else:
+            self._dead.append(prepared)
+
+    def full(self) -> bool:
+        cfg = self.cfg
+        return cfg is not None and (len(self._sources) >= cfg.bulk_max_docs or self._bytes >= cfg.bulk_max_bytes)
+
+    def room(self) -> int:
+        """How many more records fit in the buffer by count."""
+        return max(0, self.cfg.bulk_max_docs - len(self._sources)) if self.cfg else 0
+
+    def time_to_due(self) -> float | None:
+        """Seconds until the buffer must be flushed by age; None when it is empty."""
+        if not self._sources or self.cfg is None:
+            return None
+        return max(0.0, self._since + self.cfg.flush_interval_s - self.clock())
+
+    def due(self) -> bool:
+        if self.batch is not None or self.full():
+            return True
+        left = self.time_to_due()
+        return left is not None and left <= 0
+
+    # ------------------------------------------------------------------ settling
+    def flush(self, keepalive: Keepalive | None, abort: Callable[[], bool]) -> bool:
+        """Settle the batch in flight and everything buffered, then commit. False if aborted first."""
+        try:
+            if self.batch is not None and not self._settle(self.batch, keepalive, abort):
+                return False
+            if self._sources:
+                self.batch = self._take_buffer()
+                if not self._settle(self.batch, keepalive, abort):
+                    return False
+            self.commit()
+            return True
+        finally:
+            if keepalive is not None and self.consumer is not None and (self.batch is None or self.abandoned):
+                self.consumer.resume()
+
+    def _take_buffer(self) -> Batch:
+        assert self.cfg is not None
+        b = Batch(BulkJob(self._items), self._dead, self._sources, self.cfg.dead_letter_topic)
+        self._items, self._dead, self._sources, self._bytes = [], [], [], 0
+        return b
+
+    def _settle(self, b: Batch, keepalive: Keepalive | None, abort: Callable[[], bool]) -> bool:
+        if b.settled:
+            return True
+        if not b.bulk.done and not self.indexer.run(b.bulk, keepalive, abort):
+            return False
+        if not b.rejects_collected:
+            b.rejects_collected = True
+            for i, reason in b.bulk.rejected:
+                item = b.bulk.items[i]
+                b.dead.append(DeadLetter(item.src, reason, "rejected", index=item.index))
+        if b.dead and not self.deadletters.send(b.dead_letter_topic, b.dead, keepalive, abort):
+            return False
+        if not b.settled:
+            b.settled = True
+            for src in b.sources:
+                self.tracker.settle(src.tp, src.offset)
+            if self.batch is b:
+                self.batch = None
+            log.debug("batch of %d records settled in %.2fs (%d indexed, %d dead-lettered)", len(b.sources),
+                      self.clock() - b.started, b.bulk.accepted, len(b.dead))
+        return True
+
+    def commit(self) -> None:
+        offsets = self.tracker.committable()
+        if not offsets or self.consumer is None:
+            return
+        if self.consumer.commit(offsets):
+            self.tracker.mark_committed(offsets)
+            self.metrics.commits.labels("ok").inc()
+        else:
+            self.metrics.commits.labels("failed").inc()
+
+    # ------------------------------------------------------------------ rebalances
+    def on_assign(self, tps: list[TP]) -> None:
+        if tps:
+            self.metrics.rebalances.labels("assigned").inc()
+            log.info("partitions assigned: %s", _names(tps))
+
+    def on_revoke(self, tps: list[TP]) -> None:
+        if not tps:
+            return
+        self.metrics.rebalances.labels("revoked").inc()
+        pending = self.tracker.pending()
+        if self.abandoned:
+            log.info("partitions revoked: %s; %d unsettled record(s) are left uncommitted for the next owner",
+                     _names(tps), pending)
+            self.drop(set(tps))
+            return
+        log.info("partitions revoked: %s; settling %d record(s) in flight and committing first", _names(tps),
+                 pending)
+        deadline = self.clock() + REVOKE_BUDGET_S
+
+        def abort() -> bool:
+            return self.abandoned or self.hard_stop() or self.clock() > deadline
+
+        t0 = self.clock()
+        if pending and not self.flush(None, abort):
+            self.commit()  # whatever partitions are fully settled
+            left = sum(self.tracker.pending(tp) for tp in tps)
+            if not self.abandoned:
+                log.warning("could not settle the in-flight records within %.0fs; giving up %s with %d record(s) "
+                            "not committed: their new owner consumes them again (they overwrite themselves)",
+                            REVOKE_BUDGET_S, _names(tps), left)
+        elif not pending:
+            self.commit()
+        if pending:
+            log.info("revoked partitions handed over after %.2fs; committed offsets: %s", self.clock() - t0,
+                     ", ".join(f"{t}[{p}]={self.tracker.committed((t, p))}" for t, p in sorted(tps)))
+        self.drop(set(tps))
+
+    def on_lost(self, tps: list[TP]) -> None:
+        if not tps:
+            return
+        self.metrics.rebalances.labels("lost").inc()
+        log.warning("partitions lost (the group gave them away, e.g. after a session timeout): %s; dropping "
+                    "%d record(s) in flight without committing, their new owner consumes them again",
+                    _names(tps), sum(self.tracker.pending(tp) for tp in tps))
+        self.drop(set(tps))
+
+    def drop(self, tps: set[TP]) -> None:
+        """Forget everything of these partitions: buffered, in flight, tracked."""
+        if not tps:
+            return
+        if self.batch is not None:
+            self.batch.bulk.drop_partitions(tps)
+            # in place: a flush higher up the stack holds this very list; keep letters already sent
+            self.batch.dead[:] = [d for d in self.batch.dead if d.src.tp not in tps or d.state == "sent"]
+            # and never settle them later: if the partition comes back, its records are tracked anew
+            self.batch.sources = [s for s in self.batch.sources if s.tp not in tps]
+        if any(s.tp in tps for s in self._sources):
+            self._items = [i for i in self._items if i.src.tp not in tps]
+            self._dead = [d for d in self._dead if d.src.tp not in tps]
+            self._sources = [s for s in self._sources if s.tp not in tps]
+            self._bytes = sum(len(i.lines) for i in self._items)
+        self.tracker.drop(tps)
+
+
+def _names(tps: list[TP] | set[TP]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps))

@@ -42,6 +42,7 @@ from .hostip import host_ip
 from .metrics import AgentMetrics
 from .producer import KafkaSink
 from .registry import Registry, RegistryCorruptError
+from .stamps import StampJournal
 from .tailer import TailManager
 
 log = logging.getLogger("logagent")
@@ -68,6 +69,7 @@ class Agent:
         self.collect = CollectList(self.data_dir)
         self.registry = Registry(self.data_dir / "registry.json")
         self.registry.load()
+        self.stamps = StampJournal(self.data_dir / "stamps.journal")
         self.tail = TailManager(
             [],
             self.registry,
@@ -189,9 +191,28 @@ class Agent:
 
     # ----------------------------------------------------------------- data path
     def produce_events(self, events: list) -> None:
+        # One stamp per batch. A line read before a crash gets the stamp it was sent with (the
+        # stamp journal, written ahead of producing): same @timestamp, same daily index, so
+        # Elasticsearch overwrites the replayed copy instead of keeping it twice.
+        now = time.time()
+        stamp_for = self.stamps.stamp_for
+        stamps: list[float] = []
+        fresh: dict[str, list[int]] = {}  # source -> [start, end) of the lines stamped `now`
         for ev in events:
+            ts = stamp_for(ev.source_id, ev.offset)
+            if ts is None:
+                ts = now
+                span = fresh.get(ev.source_id)
+                if span is None:
+                    fresh[ev.source_id] = [ev.offset, ev.next_offset]
+                else:
+                    span[1] = ev.next_offset
+            stamps.append(ts)
+        if fresh:
+            self.stamps.record(((src, a, b) for src, (a, b) in fresh.items()), now)
+        for ev, ts in zip(events, stamps, strict=True):
             value = encode_record(
-                message=ev.message, timestamp=time.time(), host_name=self.hostname, host_ip=self.ip,
+                message=ev.message, timestamp=ts, host_name=self.hostname, host_ip=self.ip,
                 path=ev.path, offset=ev.offset, file_identity=ev.source_id, fields=ev.fields,
                 agent_version=__version__, truncated=ev.truncated,
                 multiline_lines=ev.lines if ev.lines > 1 else None,
@@ -230,6 +251,11 @@ class Agent:
             self.metrics.retries.inc()
             self.sink.produce(ev.topic, source_key(self.ip, ev.source_id), value, (ev, value))
 
+    def save_registry(self) -> None:
+        """Save the offsets, then drop the stamps of lines that can no longer be read again."""
+        if self.registry.save():
+            self.stamps.compact({e.source: e.offset for e in self.registry})
+
     def run(self) -> int:
         a = self.cfg.agent
         self.metrics.serve(a.metrics_address or "")
@@ -255,7 +281,7 @@ class Agent:
             self.metrics.inflight_lines.set(self.sink.inflight_count)
             now = time.monotonic()
             if now - last_save >= 1.0:
-                self.registry.save()
+                self.save_registry()
                 last_save = now
             if now - last_status >= a.status_interval_s:
                 self.refresh_status()
@@ -274,7 +300,8 @@ class Agent:
         while self.sink.inflight_count and time.monotonic() < deadline:
             self.handle_deliveries(self.sink.poll(0.1))
         left = self.sink.inflight_count
-        self.registry.save()
+        self.save_registry()
+        self.stamps.close()
         self.tail.close()
         if self.lease is not None:
             self.lease.stop(delete=True)

@@ -231,20 +231,54 @@ def index_name(es, unique: str) -> Iterator[str]:
 
 
 def consume_all(consumer, topics: list[str], expect: int, timeout_s: float = 60) -> list:
-    """Consume until `expect` messages arrived (or the timeout); returns the messages."""
-    consumer.subscribe(topics)
-    got = []
+    """Every record of `topics`, from the beginning to their end, once at least `expect` arrived.
+
+    To the end of each partition, not just `expect` records: a test that counts duplicates must see
+    every record, and after a kill -9 the topic legitimately holds more than `expect` (replays).
+    Stopping at `expect` cut off the tail of a partition and reported those lines as missing.
+    Returns what was read when the timeout ends first (the caller's count then fails).
+    """
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
     deadline = time.monotonic() + timeout_s
-    while len(got) < expect and time.monotonic() < deadline:
-        for m in consumer.consume(num_messages=10000, timeout=0.5):
+    assigned: dict[tuple[str, int], int] = {}  # partition -> next offset to read
+    got: list = []
+    next_meta = 0.0
+    while True:
+        now = time.monotonic()
+        if len({t for t, _ in assigned}) < len(set(topics)) and now >= next_meta:
+            # (re)assign: a topic the producer has not created yet is picked up when it appears
+            md = consumer.list_topics(timeout=5)
+            for t in topics:
+                tm = md.topics.get(t)
+                if tm is None or tm.error is not None:
+                    continue
+                for p in tm.partitions:
+                    assigned.setdefault((t, p), -1)
+            consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING if off < 0 else off)
+                             for (t, p), off in assigned.items()])
+            next_meta = now + 0.5
+        for m in consumer.consume(num_messages=10000, timeout=0.2) if assigned else []:
             if m.error():
                 continue
             got.append(m)
-    # one more short poll, to catch anything beyond `expect` (duplicates would show here)
-    for m in consumer.consume(num_messages=10000, timeout=1.0):
-        if not m.error():
-            got.append(m)
-    return got
+            assigned[(m.topic(), m.partition())] = m.offset() + 1
+        if len(got) >= expect and _at_end(consumer, assigned):
+            return got
+        if time.monotonic() > deadline:
+            return got
+        if not assigned:
+            time.sleep(0.2)
+
+
+def _at_end(consumer, assigned: dict[tuple[str, int], int]) -> bool:
+    from confluent_kafka import TopicPartition
+
+    for (t, p), nxt in assigned.items():
+        low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=5, cached=False)
+        if max(nxt, low) < high:
+            return False
+    return True
 
 
 def read_topic(stack: StackHandle, topics: list[str], expect: int, timeout_s: float = 60) -> list[dict]:
@@ -256,5 +290,24 @@ def read_topic(stack: StackHandle, topics: list[str], expect: int, timeout_s: fl
     try:
         msgs = consume_all(c, topics, expect, timeout_s)
         return [json.loads(m.value()) | {"_topic": m.topic(), "_key": m.key()} for m in msgs]
+    finally:
+        c.close()
+
+
+def topic_size(stack: StackHandle, topic: str) -> int:
+    """Records in `topic` now (the sum of its partitions' end offsets); 0 while it does not exist.
+
+    Cheap enough to poll every few ms: a test that must act while a producer is mid-stream (kill -9
+    the agent after some, not all, lines) cannot afford to read the whole topic to find out.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"size-{uuid.uuid4().hex}"})
+    try:
+        tm = c.list_topics(topic, timeout=5).topics.get(topic)
+        if tm is None or tm.error is not None:
+            return 0
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
+                   for p in tm.partitions)
     finally:
         c.close()

@@ -122,14 +122,23 @@ class Agent:
         if revision and revision <= self.collect.applied.revision and self.collect.applied.source == "etcd":
             return  # already applied (a replay after a re-watch)
         if self.collect.offer(raw, revision):
-            if self.last_error and self.last_error.startswith("collect list"):
-                self.last_error = None  # the refused list was replaced by a good one
+            if self.last_error and "collect list" in self.last_error:
+                self.last_error = None  # a refused (or unreachable) list was replaced by a good one
             self.tail.set_inputs(self.collect.applied.inputs)
             log.info("collect list of revision %d applied: %d input(s) %s", revision,
                      len(self.collect.applied.inputs), [i.path for i in self.collect.applied.inputs])
         else:
             self.metrics.config_rejected.inc()
             self.last_error = self.collect.last_error
+            if self.collect.applied.source == "none":
+                # Starting with a bad list in etcd: go on with the last good one this host saved,
+                # as when etcd is down at start, rather than collect nothing.
+                saved = self.collect.load_saved()
+                if saved:
+                    self.tail.set_inputs(saved.inputs)
+                    log.warning("collect list in etcd refused at start; using the saved collect list of "
+                                "revision %d (%d input(s)) until a good one is written", saved.revision,
+                                len(saved.inputs))
         self.refresh_status(force=True)
 
     def drain_watch(self) -> None:
@@ -164,7 +173,7 @@ class Agent:
                 acked = f["acked_offset"] or 0
                 files.append({"input": input_id, "path": f["path"], "offset": acked, "size": f["size"],
                               "lag_bytes": max(0, (f["size"] or 0) - acked), "open": f["open"]})
-        files += [{"path": str(e), "error": str(e)} for e in self.tail.errors]
+        files += [{"path": e.path, "error": str(e)} for e in self.tail.errors]
         self.metrics.files_tracked.set(len(files))
         self.metrics.lag_bytes.set(sum(f.get("lag_bytes", 0) for f in files))
         applied = self.collect.applied
@@ -210,19 +219,42 @@ class Agent:
             stamps.append(ts)
         if fresh:
             self.stamps.record(((src, a, b) for src, (a, b) in fresh.items()), now)
+        limit = self.sink.max_value_bytes
         for ev, ts in zip(events, stamps, strict=True):
-            value = encode_record(
-                message=ev.message, timestamp=ts, host_name=self.hostname, host_ip=self.ip,
-                path=ev.path, offset=ev.offset, file_identity=ev.source_id, fields=ev.fields,
-                agent_version=__version__, truncated=ev.truncated,
-                multiline_lines=ev.lines if ev.lines > 1 else None,
-                event_id=event_id(self.ip, ev.source_id, ev.offset),
-            )
+            value = self.encode(ev, ev.message, ts, ev.truncated)
+            cut = len(value) > limit
+            if cut:
+                value = self.fit(ev, ts, value, limit)
             self.metrics.lines_read.inc()
             self.metrics.bytes_read.inc(ev.next_offset - ev.offset)
-            if ev.truncated:
+            if ev.truncated or cut:
                 self.metrics.lines_truncated.inc()
             self.sink.produce(ev.topic, source_key(self.ip, ev.source_id), value, (ev, value))
+
+    def encode(self, ev: Any, message: str, ts: float, truncated: bool) -> bytes:
+        return encode_record(
+            message=message, timestamp=ts, host_name=self.hostname, host_ip=self.ip,
+            path=ev.path, offset=ev.offset, file_identity=ev.source_id, fields=ev.fields,
+            agent_version=__version__, truncated=truncated,
+            multiline_lines=ev.lines if ev.lines > 1 else None,
+            event_id=event_id(self.ip, ev.source_id, ev.offset),
+        )
+
+    def fit(self, ev: Any, ts: float, value: bytes, limit: int) -> bytes:
+        """Cut a line whose record is over Kafka's size limit, and mark it truncated.
+
+        ``max_line_bytes`` bounds the raw line, but Kafka bounds the JSON record, which can be
+        far larger (NUL becomes ``\\u0000``, 6 bytes). Refused by librdkafka, such a line would
+        stop the file forever; cut to fit, it is shipped and flagged like any over-long line.
+        """
+        message = ev.message
+        while len(value) > limit and message:
+            message = message[: int(len(message) * (limit / len(value)) * 0.95)]
+            value = self.encode(ev, message, ts, True)
+        log.warning("a line of %s at offset %d makes a Kafka record over %d bytes: cut to %d characters and "
+                    "marked truncated (raise [kafka] producer.message.max.bytes and the topic's max.message.bytes "
+                    "to keep such lines whole)", ev.path, ev.offset, limit, len(message))
+        return value
 
     def handle_deliveries(self, deliveries: list) -> None:
         now = time.monotonic()

@@ -32,6 +32,8 @@ REQUIRED = {
     "max.in.flight.requests.per.connection": "5",
 }
 
+RECORD_OVERHEAD_BYTES = 4096
+
 #: defaults tuned for throughput on log lines; the INI's [kafka] producer.* keys override them.
 DEFAULTS = {
     "linger.ms": "20",
@@ -67,6 +69,9 @@ class KafkaSink:
         conf["logger"] = rdlog
         conf["error_cb"] = self._on_error
         self._producer = Producer(conf)
+        #: librdkafka refuses a larger record at produce(); the room for key, headers and the
+        #: record's framing is kept free (a line is cut to fit, see ``Agent.produce_events``)
+        self.max_value_bytes = int(conf.get("message.max.bytes", 1_000_000)) - RECORD_OVERHEAD_BYTES
         self._done: list[Delivery] = []
         self.inflight_bytes = 0
         self.inflight_count = 0

@@ -1,0 +1,161 @@
+"""Turn a results dict into the goal verdicts and the Markdown tables of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+START = "<!-- bench:results:start (written by `make bench`; edit outside these markers) -->"
+END = "<!-- bench:results:end -->"
+
+
+def _find(rows: list[dict], tool: str, **match) -> dict | None:
+    for r in rows:
+        if r.get("tool") == tool and all(r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def goals(res: dict) -> list[dict]:
+    out = []
+    tp = res.get("throughput") or []
+    for nf in sorted({r["files"] for r in tp}):
+        ag = _find(tp, "logagent", files=nf)
+        for peer, want in (("rsyslog", 1.0), ("kcat", 0.5)):
+            p = _find(tp, peer, files=nf)
+            r = _ratio(ag and ag["lines_per_s"], p and p["lines_per_s"])
+            out.append({"goal": f"agent lines/s ≥ {want}× {peer} ({nf} file{'s' if nf > 1 else ''})",
+                        "ratio": r, "met": None if r is None else r >= want})
+    tr = res.get("transfer") or []
+    lt = _find(tr, "logtransfer")
+    for peer, want in (("direct bulk", 0.8), ("rsyslog", 1.0)):
+        p = _find(tr, peer)
+        r = _ratio(lt and lt["docs_per_s"], p and p["docs_per_s"])
+        out.append({"goal": f"transfer docs/s ≥ {want}× {peer}", "ratio": r, "met": None if r is None else r >= want})
+    for lat in res.get("latency") or []:
+        if lat.get("rate") == 10_000 and not lat.get("tuned"):
+            out.append({"goal": "p99 append→searchable ≤ 2 s at 10,000 lines/s", "value_s": lat.get("p99_s"),
+                        "met": lat.get("p99_s") is not None and lat["p99_s"] <= 2.0})
+    mf = res.get("manyfiles")
+    if mf and mf.get("idle"):
+        worst = max(mf["idle"]["rss_mb"], (mf.get("load") or {}).get("peak_rss_mb", 0))
+        out.append({"goal": "agent RSS ≤ 100 MB with 1,000 files (idle and under load)", "value_mb": worst,
+                    "met": worst <= 100})
+    return out
+
+
+def _busy(la0: list[float], la1: list[float]) -> bool:
+    """More runnable work than the machine's 2 cores, besides the bench itself (~2)."""
+    return max([*la0[:1], *la1[:1], 0]) > 2.5
+
+
+def _n(x, fmt="{:,}") -> str:
+    return "—" if x is None else fmt.format(x)
+
+
+def markdown(res: dict) -> str:
+    m = res.get("machine", {})
+    v = res.get("versions", {})
+    la0, la1 = res.get("loadavg_start", []), res.get("loadavg_end", [])
+    a = res.get("args", {})
+    lines = [
+        f"Run of {res.get('started_at', '?')} (`python -m bench {'--quick ' if a.get('quick') else ''}"
+        f"--lines {a.get('lines')} --files {a.get('files')}`), {res.get('duration_s', 0) / 60:.1f} min. "
+        f"Machine: {m.get('cpus')} × {m.get('cpu_model')}, {m.get('mem_gib')} GiB, {m.get('os')}, "
+        f"kernel {m.get('kernel')}, Python {m.get('python')}. "
+        f"Load average (1/5/15 min) at start {la0}, at end {la1}"
+        + (" — **the machine was shared and busy: the figures are pessimistic**." if _busy(la0, la1) else "."),
+        "",
+        f"librdkafka {v.get('librdkafka')} (confluent-kafka {v.get('confluent_kafka')}); rsyslog {v.get('rsyslog')}; "
+        f"kcat {v.get('kcat')}.",
+        "",
+    ]
+    tp = res.get("throughput") or []
+    if tp:
+        lines += ["### 1. Files → Kafka (6 partitions, acks=all, idempotent, lz4)", "",
+                  "| files | tool | lines | seconds | lines/s | MB/s | CPU s | µs CPU/line | peak RSS MB "
+                  "| vs rsyslog | vs kcat |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in tp:
+            rs = _find(tp, "rsyslog", files=r["files"])
+            kc = _find(tp, "kcat", files=r["files"])
+            lines.append(
+                f"| {r['files']} | {r['tool']} | {r['lines']:,} | {r['seconds']} | {_n(r['lines_per_s'])} | "
+                f"{_n(r['mb_per_s'])} | {r['cpu_s']} | {_n(r['cpu_us_per_line'])} | {r['peak_rss_mb']} | "
+                f"{_n(_ratio(r['lines_per_s'], rs and rs['lines_per_s']), '{}×')} | "
+                f"{_n(_ratio(r['lines_per_s'], kc and kc['lines_per_s']), '{}×')} |")
+        lines.append("")
+        for r in tp:
+            if r.get("extra_records"):
+                lines.append(f"- {r['tool']}, {r['files']} file(s): the topic holds {r['records']:,} records for "
+                             f"{r['lines']:,} lines ({r['extra_records']:+,}): see Findings.")
+        lines.append("")
+    tr = res.get("transfer") or []
+    if tr:
+        lines += ["### 2. Kafka → Elasticsearch (1 node, `_id` = event.id, same mappings)", "",
+                  "| tool | docs | seconds | docs/s | CPU s | peak RSS MB | ES CPU s | vs direct bulk | vs rsyslog |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        d = _find(tr, "direct bulk")
+        rs = _find(tr, "rsyslog")
+        for r in tr:
+            lines.append(
+                f"| {r['tool']} | {r['docs']:,} | {r['seconds']} | {_n(r['docs_per_s'])} | {_n(r['cpu_s'])} | "
+                f"{_n(r['peak_rss_mb'])} | {_n(r['es_cpu_s'])} | "
+                f"{_n(_ratio(r['docs_per_s'], d and d['docs_per_s']), '{}×')} | "
+                f"{_n(_ratio(r['docs_per_s'], rs and rs['docs_per_s']), '{}×')} |")
+        lines.append("")
+    lat = res.get("latency") or []
+    if lat:
+        lines += ["### 3. Append → searchable (logagent → Kafka → logtransfer → ES)", "",
+                  "| lines/s | seconds | lines | probes seen | p50 s | p99 s | max s | append→read p50 / p99 s "
+                  "| read→searchable p50 / p99 s | transfer config |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in lat:
+            cfg = {k: v for k, v in (r.get("transfer_config") or {}).items() if k not in ("topics", "index")}
+            lines.append(f"| {r['rate']:,} | {r['seconds']:.0f} | {r['lines']:,} | {r['probes_seen']}/{r['probes']} | "
+                         f"{r['p50_s']} | {r['p99_s']} | {r['max_s']} | "
+                         f"{r.get('append_to_read_p50_s')} / {r.get('append_to_read_p99_s')} | "
+                         f"{r.get('read_to_searchable_p50_s')} / {r.get('read_to_searchable_p99_s')} | "
+                         f"{cfg or 'defaults'} |")
+        lines.append("")
+    mf = res.get("manyfiles")
+    if mf and mf.get("idle"):
+        i, ld = mf["idle"], mf.get("load") or {}
+        lines += [f"### 4. logagent with {mf['files']:,} files", "",
+                  "| phase | seconds | CPU % of a core | RSS MB | peak RSS MB | notes |",
+                  "|---|---:|---:|---:|---:|---|",
+                  f"| idle | {i['seconds']:.0f} | {i['cpu_pct']} | {i['rss_mb']} | {i['rss_max_sampled_mb']} | "
+                  f"start-up (read {mf['files'] * 5:,} lines) {mf.get('startup_s')} s |"]
+        if ld:
+            lines.append(f"| {ld['rate']:,} lines/s | {ld['seconds']} | {ld['cpu_pct']} | {ld['rss_mb']} | "
+                         f"{ld['peak_rss_mb']} | {ld['cpu_us_per_line']} µs CPU/line; all delivered: "
+                         f"{ld['all_delivered']}, caught up {ld['caught_up_after_writer_s']} s after the writer |")
+        lines.append("")
+    g = res.get("goals") or []
+    if g:
+        lines += ["### Goals", "", "| goal | measured | met |", "|---|---:|:---:|"]
+        for x in g:
+            val = x.get("ratio")
+            shown = f"{val}×" if val is not None else (f"{x['value_s']} s" if "value_s" in x else
+                                                       (f"{x['value_mb']} MB" if "value_mb" in x else "—"))
+            met = "—" if x["met"] is None else ("yes" if x["met"] else "**no**")
+            lines.append(f"| {x['goal']} | {shown} | {met} |")
+        lines.append("")
+    if res.get("errors"):
+        lines += ["Errors:", ""] + [f"- {e['step']}: {e['error']}" for e in res["errors"]] + [""]
+    return "\n".join(lines)
+
+
+def update_benchmarks_md(path: Path, md: str) -> None:
+    """Replace the text between the markers (the file's prose outside them stays as written)."""
+    block = f"{START}\n\n{md}\n{END}"
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)

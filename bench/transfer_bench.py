@@ -1,0 +1,341 @@
+"""Part 2: Kafka → Elasticsearch throughput of logtransfer, rsyslog (imkafka → omelasticsearch)
+and a direct-bulk ceiling (the same documents, pre-serialised, posted by parallel bulk requests).
+
+All three read the same records (the agent's envelopes, copied into one 6-partition source
+topic), index into a single-node ES with the same mappings (logtransfer's index template), and
+use the record's ``event.id`` as ``_id`` (what makes re-delivery idempotent, and what costs ES an
+id lookup per document). The clock runs from process start (or first request) until ``_count``
+of the index equals the record count, i.e. until everything is searchable.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .common import (
+    RssSampler,
+    StackRef,
+    cpu_seconds,
+    es_count,
+    es_delete_index,
+    es_request,
+    put_key,
+    rss_mb,
+    say,
+)
+
+BULK_DOCS = 5000  # the transfer's default bulk_max_docs
+
+
+def install_peer_template(es: str, patterns: list[str]) -> None:
+    """logtransfer's own index template body, for the peers' indices: identical mappings."""
+    from transfer.template import template_body
+
+    body = template_body(patterns)
+    body.pop("_meta", None)
+    r = es_request(f"{es}/_index_template/bench-peers-{uuid.uuid4().hex[:6]}", "PUT", body)
+    if not r.get("acknowledged"):
+        raise RuntimeError(f"ES refused the peers' template: {r}")
+
+
+def wait_count(es: str, index: str, target: int, *, timeout_s: float, what: str, alive=None,
+               interval: float = 0.25) -> tuple[bool, float, int]:
+    deadline = time.monotonic() + timeout_s
+    last_say = time.monotonic()
+    n = 0
+    while True:
+        n = es_count(es, index)
+        now = time.monotonic()
+        if n >= target:
+            return True, now, n
+        if now > deadline or (alive is not None and not alive()):
+            say(f"{what}: stopped waiting with {n:,}/{target:,} documents")
+            return False, now, n
+        if now - last_say >= 10:
+            say(f"{what}: {n:,}/{target:,} documents searchable")
+            last_say = now
+        time.sleep(interval)
+
+
+def _result(tool: str, docs: int, seconds: float, ok: bool, cpu: float | None, peak: float | None,
+            es_cpu: float | None, **extra) -> dict:
+    return {"tool": tool, "docs": docs, "ok": ok, "seconds": round(seconds, 2),
+            "docs_per_s": round(docs / seconds) if ok else None,
+            "cpu_s": None if cpu is None else round(cpu, 2),
+            "peak_rss_mb": None if peak is None else round(peak, 1),
+            "es_cpu_s": None if es_cpu is None else round(es_cpu, 1)} | extra
+
+
+def _es_cpu(stack: StackRef) -> float | None:
+    pid = stack.pid("es1")
+    try:
+        return cpu_seconds(pid) if pid else None
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------------------------ source topic
+def fill_source_topic(stack: StackRef, topic: str, values: list[bytes], keys: list[bytes]) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": stack.kafka, "acks": "all", "enable.idempotence": True,
+                  "compression.type": "lz4", "linger.ms": 50, "batch.size": 1 << 20,
+                  "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1 << 20})
+    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+        while True:
+            try:
+                p.produce(topic, v, k)
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 50000 == 0:
+            p.poll(0)
+    left = p.flush(120)
+    if left:
+        raise RuntimeError(f"{left} records not acknowledged while filling {topic}")
+
+
+def read_topic_values(stack: StackRef, topic: str, count: int,
+                      timeout_s: float = 300) -> tuple[list[bytes], list[bytes]]:
+    """The first ``count`` records of ``topic`` (all partitions), values and keys."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": stack.kafka, "group.id": f"bench-read-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20})
+    c.subscribe([topic])
+    vals: list[bytes] = []
+    keys: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(vals) < count and time.monotonic() < deadline:
+            for m in c.consume(10000, 1.0):
+                if m.error() is None:
+                    vals.append(m.value())
+                    keys.append(m.key())
+    finally:
+        c.close()
+    return vals[:count], keys[:count]
+
+
+# ------------------------------------------------------------------------------------ logtransfer
+def transfer_ini(stack: StackRef, prefix: str, data_dir: Path, group: str, tid: str) -> str:
+    return "\n".join([
+        "[etcd]", f"endpoints = {','.join(stack.etcd)}", f"prefix = {prefix}", "",
+        "[kafka]", f"bootstrap_servers = {stack.kafka}", "",
+        "[transfer]", f"id = {tid}", f"group_id = {group}", f"es_hosts = {stack.es}",
+        "metrics_address =", f"data_dir = {data_dir}", "log_level = WARNING", "status_interval_s = 5", "",
+    ])
+
+
+class TransferRun:
+    """A logtransfer subprocess with its transfer config in etcd at ``<prefix>/transfer/config``."""
+
+    def __init__(self, stack: StackRef, home: Path, prefix: str, topics: list[str], index: str,
+                 overrides: dict | None = None, env: dict | None = None) -> None:
+        self.stack, self.home, self.prefix = stack, home, prefix
+        self.config = {"topics": topics, "index": index} | (overrides or {})
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.log = home / "logtransfer.log"
+
+    def start(self) -> TransferRun:
+        import os
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        put_key(self.stack.etcd, f"{self.prefix}/transfer/config", self.config)
+        ini = self.home / "logtransfer.ini"
+        tag = uuid.uuid4().hex[:6]
+        ini.write_text(transfer_ini(self.stack, self.prefix, self.home / "data", f"bench-{tag}", f"bench-{tag}"))
+        exe = Path(sys.executable).parent / "logtransfer"
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([str(exe), "--config", str(ini)], stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL,
+                                         env=dict(os.environ, PYTHONUNBUFFERED="1") | (self.env or {}))
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def run_logtransfer(stack: StackRef, work: Path, topic: str, docs: int, *, timeout_s: float,
+                    overrides: dict | None = None, label: str = "logtransfer", env: dict | None = None) -> dict:
+    tag = uuid.uuid4().hex[:8]
+    index = f"bench-es-lt-{tag}"
+    run = TransferRun(stack, work / f"transfer-{tag}", f"/bench-tr-{tag}", [topic], index, overrides, env)
+    say(f"{label}: {docs:,} records from {topic} → index {index}")
+    es0 = _es_cpu(stack)
+    t0 = time.monotonic()
+    run.start()
+    sampler = RssSampler(run.pid)
+    cpu = peak = None
+    try:
+        ok, t1, n = wait_count(stack.es, index, docs, timeout_s=timeout_s, what=label, alive=run.alive)
+        if run.alive():
+            cpu, peak = cpu_seconds(run.pid), rss_mb(run.pid, "VmHWM")
+    finally:
+        rs = sampler.stop()
+        es1 = _es_cpu(stack)
+        run.stop()
+    if not ok:
+        say(f"{label} log tail:\n{run.log_tail()}")
+    es_delete_index(stack.es, index)
+    res = _result(label, docs, t1 - t0, ok and n == docs, cpu, peak,
+                  None if es0 is None or es1 is None else es1 - es0, count=n, config=run.config, **rs)
+    say(f"{label}: {res['docs_per_s'] or 0:,} docs/s, cpu {cpu or 0:.1f}s, ES cpu {res['es_cpu_s']}s ({t1 - t0:.1f}s)")
+    return res
+
+
+# ------------------------------------------------------------------------------------ rsyslog
+def rsyslog_es_conf(workdir: Path, stack: StackRef, topic: str, index: str, group: str) -> str:
+    es = urlsplit(stack.es)
+    return (
+        f'global(workDirectory="{workdir}" maxMessageSize="64k")\n'
+        'module(load="imkafka")\n'
+        'module(load="mmjsonparse")\n'
+        'module(load="omelasticsearch")\n'
+        'template(name="doc" type="string" string="%rawmsg%")\n'
+        'template(name="docid" type="string" string="%$!event!id%")\n'
+        f'input(type="imkafka" topic="{topic}" broker="{stack.kafka}" consumergroup="{group}" '
+        'ruleset="toes" confParam=["auto.offset.reset=earliest"])\n'
+        # The same bulk size as logtransfer (5,000 docs), two workers posting bulks in parallel.
+        'ruleset(name="toes" queue.type="LinkedList" queue.size="100000" queue.dequeueBatchSize="5000" '
+        'queue.workerThreads="2") {\n'
+        '  action(type="mmjsonparse" cookie="" useRawMsg="on")\n'
+        f'  action(type="omelasticsearch" server="{es.hostname}" serverport="{es.port}" searchIndex="{index}" '
+        'esVersion.major="8" template="doc" bulkmode="on" maxbytes="100m" dynbulkid="on" bulkid="docid" '
+        'writeoperation="index" '
+        'errorfile="' + str(workdir / "es-errors.json") + '")\n'
+        '}\n'
+    )
+
+
+def run_rsyslog_es(stack: StackRef, work: Path, topic: str, docs: int, *, timeout_s: float) -> dict:
+    tag = uuid.uuid4().hex[:8]
+    index = f"bench-es-rs-{tag}"
+    install_peer_template(stack.es, [index])
+    home = work / f"rsyslog-es-{tag}"
+    (home / "work").mkdir(parents=True)
+    conf = home / "rsyslog.conf"
+    conf.write_text(rsyslog_es_conf(home / "work", stack, topic, index, f"bench-rs-{tag}"))
+    check = subprocess.run(["/usr/sbin/rsyslogd", "-N1", "-f", str(conf)], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise RuntimeError(f"rsyslog refuses its config: {check.stderr or check.stdout}")
+    say(f"rsyslog imkafka→omelasticsearch: {docs:,} records → index {index}")
+    es0 = _es_cpu(stack)
+    t0 = time.monotonic()
+    log = open(home / "rsyslogd.log", "wb")  # noqa: SIM115 (closed in finally, after the daemon)
+    proc = subprocess.Popen(["/usr/sbin/rsyslogd", "-n", "-f", str(conf), "-i", str(home / "rsyslogd.pid")],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    sampler = RssSampler(proc.pid)
+    cpu = peak = None
+    try:
+        ok, t1, n = wait_count(stack.es, index, docs, timeout_s=timeout_s, what="rsyslog-es",
+                               alive=lambda: proc.poll() is None)
+        if proc.poll() is None:
+            cpu, peak = cpu_seconds(proc.pid), rss_mb(proc.pid, "VmHWM")
+    finally:
+        rs = sampler.stop()
+        es1 = _es_cpu(stack)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    if not ok:
+        say("rsyslogd log tail:\n" + "\n".join((home / "rsyslogd.log").read_text(errors="replace").splitlines()[-20:]))
+    es_delete_index(stack.es, index)
+    res = _result("rsyslog", docs, t1 - t0, ok and n == docs, cpu, peak,
+                  None if es0 is None or es1 is None else es1 - es0, count=n, **rs)
+    say(f"rsyslog-es: {res['docs_per_s'] or 0:,} docs/s, cpu {cpu or 0:.1f}s ({t1 - t0:.1f}s)")
+    return res
+
+
+# ------------------------------------------------------------------------------------ direct bulk
+def run_direct_bulk(stack: StackRef, values: list[bytes], *, threads: int = 3, timeout_s: float) -> dict:
+    """The ceiling: NDJSON bodies built before the clock starts, ``threads`` keep-alive connections."""
+    from transfer.records import action_line
+
+    tag = uuid.uuid4().hex[:8]
+    index = f"bench-es-direct-{tag}"
+    install_peer_template(stack.es, [index])
+    bodies = []
+    for i in range(0, len(values), BULK_DOCS):
+        parts = []
+        for v in values[i:i + BULK_DOCS]:
+            eid = json.loads(v)["event"]["id"]
+            parts.append(action_line(index, eid) + v + b"\n")
+        bodies.append(b"".join(parts))
+    say(f"direct bulk: {len(values):,} docs in {len(bodies)} bulks of {BULK_DOCS}, {threads} threads → {index}")
+    es = urlsplit(stack.es)
+    lock = threading.Lock()
+    todo = list(reversed(bodies))
+    errors: list[str] = []
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(es.hostname, es.port, timeout=120)
+        while True:
+            with lock:
+                if not todo:
+                    break
+                body = todo.pop()
+            while True:
+                conn.request("POST", "/_bulk?filter_path=errors,items.*.error", body,
+                             {"Content-Type": "application/x-ndjson"})
+                r = conn.getresponse()
+                data = r.read()
+                if r.status == 429 or r.status >= 500:
+                    time.sleep(0.5)
+                    continue
+                if r.status != 200 or json.loads(data).get("errors"):
+                    errors.append(data[:300].decode(errors="replace"))
+                break
+        conn.close()
+
+    es0 = _es_cpu(stack)
+    t0 = time.monotonic()
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    t_posted = time.monotonic()
+    ok, t1, n = wait_count(stack.es, index, len(values), timeout_s=timeout_s, what="direct bulk", interval=0.1)
+    es1 = _es_cpu(stack)
+    es_delete_index(stack.es, index)
+    res = _result("direct bulk", len(values), t1 - t0, ok and not errors, None, None,
+                  None if es0 is None or es1 is None else es1 - es0, count=n, threads=threads,
+                  posted_s=round(t_posted - t0, 2), errors=errors[:3])
+    say(f"direct bulk: {res['docs_per_s'] or 0:,} docs/s ({t1 - t0:.1f}s; all posted after {t_posted - t0:.1f}s)")
+    return res

@@ -126,7 +126,9 @@ class FileScanner:
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
-                if not os.access(path, os.R_OK):
+                # effective ids: access(2) drops a non-root process's capabilities, so a unit
+                # granted CAP_DAC_READ_SEARCH would be told "denied" for a file it can open
+                if not os.access(path, os.R_OK, effective_ids=True):
                     errors.append(ScanError(path, errno.EACCES, os.strerror(errno.EACCES)))
                     continue
                 found[path] = st

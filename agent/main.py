@@ -34,7 +34,7 @@ from typing import Any
 
 from logferry import __version__
 from logferry.config import AgentConfig, ConfigError, load_agent_config
-from logferry.envelope import encode_record, event_id, source_key
+from logferry.envelope import SourceEncoder, encode_record, event_id, source_key, timestamp_json
 from logferry.etcd import EtcdClient, EtcdError, LeaseKeeper, WatchEvent
 
 from .collectlist import CollectList
@@ -85,6 +85,7 @@ class Agent:
         self.last_error: str | None = None
         self._status_doc = b"{}"
         self._resend: list[tuple[float, Any]] = []
+        self._encoders: dict[str, SourceEncoder] = {}  # source_id -> its encoder (and Kafka key)
         self.etcd: EtcdClient | None = None
         self.watch = None
         self.lease: LeaseKeeper | None = None
@@ -200,17 +201,18 @@ class Agent:
 
     # ----------------------------------------------------------------- data path
     def produce_events(self, events: list) -> None:
+        if not events:
+            return
         # One stamp per batch. A line read before a crash gets the stamp it was sent with (the
         # stamp journal, written ahead of producing): same @timestamp, same daily index, so
         # Elasticsearch overwrites the replayed copy instead of keeping it twice.
         now = time.time()
         stamp_for = self.stamps.stamp_for
-        stamps: list[float] = []
+        stamps: list[float | None] = []  # None: `now`
         fresh: dict[str, list[int]] = {}  # source -> [start, end) of the lines stamped `now`
         for ev in events:
             ts = stamp_for(ev.source_id, ev.offset)
             if ts is None:
-                ts = now
                 span = fresh.get(ev.source_id)
                 if span is None:
                     fresh[ev.source_id] = [ev.offset, ev.next_offset]
@@ -219,17 +221,43 @@ class Agent:
             stamps.append(ts)
         if fresh:
             self.stamps.record(((src, a, b) for src, (a, b) in fresh.items()), now)
+        now_json = timestamp_json(now)
+        ts_json: dict[float, bytes] = {}  # replayed stamps
         limit = self.sink.max_value_bytes
+        produce = self.sink.produce
+        encoders = self._encoders
+        nbytes = truncated = 0
         for ev, ts in zip(events, stamps, strict=True):
-            value = self.encode(ev, ev.message, ts, ev.truncated)
-            cut = len(value) > limit
-            if cut:
-                value = self.fit(ev, ts, value, limit)
-            self.metrics.lines_read.inc()
-            self.metrics.bytes_read.inc(ev.next_offset - ev.offset)
-            if ev.truncated or cut:
-                self.metrics.lines_truncated.inc()
-            self.sink.produce(ev.topic, source_key(self.ip, ev.source_id), value, (ev, value))
+            enc = encoders.get(ev.source_id)
+            if enc is None or enc.path != ev.path or enc.fields is not ev.fields:
+                enc = self._encoder(ev)
+            if ts is None:
+                tj = now_json
+            else:
+                tj = ts_json.get(ts)
+                if tj is None:
+                    tj = ts_json[ts] = timestamp_json(ts)
+            value = enc.encode(ev.raw, ev.offset, tj, ev.truncated, ev.lines)
+            if len(value) > limit:
+                value = self.fit(ev, now if ts is None else ts, value, limit)
+                truncated += 1
+            elif ev.truncated:
+                truncated += 1
+            nbytes += ev.next_offset - ev.offset
+            produce(ev.topic, enc.key, value, ev)
+        # prometheus' inc() takes a lock: once per batch
+        self.metrics.lines_read.inc(len(events))
+        self.metrics.bytes_read.inc(nbytes)
+        if truncated:
+            self.metrics.lines_truncated.inc(truncated)
+
+    def _encoder(self, ev: Any) -> SourceEncoder:
+        if len(self._encoders) >= 4096:
+            self._encoders.clear()  # sources come and go (rotation): keep the cache bounded
+        enc = self._encoders[ev.source_id] = SourceEncoder(
+            host_name=self.hostname, host_ip=self.ip, path=ev.path, file_identity=ev.source_id,
+            fields=ev.fields, agent_version=__version__)
+        return enc
 
     def encode(self, ev: Any, message: str, ts: float, truncated: bool) -> bytes:
         return encode_record(
@@ -256,22 +284,20 @@ class Agent:
                     "to keep such lines whole)", ev.path, ev.offset, limit, len(message))
         return value
 
-    def handle_deliveries(self, deliveries: list) -> None:
-        now = time.monotonic()
-        acked: list[tuple[str, int]] = []
-        for d in deliveries:
-            ev, _value = d.token
-            if d.error is None:
-                acked.append((ev.identity, ev.next_offset))
-            else:
-                # Not acknowledged: the offset stays, the record is produced again later.
+    def handle_deliveries(self, deliveries: tuple[list, list]) -> None:
+        acked, failed = deliveries
+        if acked:
+            self.tail.ack_many([(ev.identity, ev.next_offset) for ev in acked])
+            self.metrics.lines_sent.inc(len(acked))
+        if failed:
+            now = time.monotonic()
+            for d in failed:
+                # Not acknowledged: the offset stays, the same record is produced again later.
+                ev = d.token
                 self.metrics.send_failures.inc()
                 self.note_error(f"kafka refused a line of {ev.path} for topic {ev.topic}: {d.error.str()}; "
                                 "retrying (the file offset does not move past it)")
-                self._resend.append((now + RESEND_BACKOFF_S, d.token))
-        if acked:
-            self.tail.ack_many(acked)
-            self.metrics.lines_sent.inc(len(acked))
+                self._resend.append((now + RESEND_BACKOFF_S, (ev, d.value)))
 
     def resend_due(self) -> None:
         if not self._resend:
@@ -281,7 +307,7 @@ class Agent:
         self._resend = [(when, t) for when, t in self._resend if when > now]
         for ev, value in due:
             self.metrics.retries.inc()
-            self.sink.produce(ev.topic, source_key(self.ip, ev.source_id), value, (ev, value))
+            self.sink.produce(ev.topic, source_key(self.ip, ev.source_id), value, ev)
 
     def save_registry(self) -> None:
         """Save the offsets, then drop the stamps of lines that can no longer be read again."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,11 +51,11 @@ DEFAULTS = {
 
 @dataclass(slots=True)
 class Delivery:
-    """What came back for one produced record: `token` is the caller's, `error` None on success."""
+    """A record Kafka refused for good: `token` is the caller's, `value` what was sent."""
 
     token: Any
-    error: KafkaError | None
-    size: int
+    error: KafkaError
+    value: bytes
 
 
 class KafkaSink:
@@ -72,7 +73,12 @@ class KafkaSink:
         #: librdkafka refuses a larger record at produce(); the room for key, headers and the
         #: record's framing is kept free (a line is cut to fit, see ``Agent.produce_events``)
         self.max_value_bytes = int(conf.get("message.max.bytes", 1_000_000)) - RECORD_OVERHEAD_BYTES
-        self._done: list[Delivery] = []
+        #: key -> (value, token) of its records not yet reported, in the order produced
+        self._sent: dict[bytes, deque[tuple[bytes, Any]]] = {}
+        self._acked: list[Any] = []
+        self._failed: list[Delivery] = []
+        self._done_bytes = 0
+        self._done_count = 0
         self.inflight_bytes = 0
         self.inflight_count = 0
         self.last_error: str | None = None
@@ -89,31 +95,75 @@ class KafkaSink:
             raise KafkaException(err)
 
     def produce(self, topic: str, key: bytes, value: bytes, token: Any) -> None:
-        """Queue one record; blocks (serving callbacks) only if librdkafka's own queue is full."""
-        size = len(value) + len(key)
+        """Queue one record; blocks (serving callbacks) only if librdkafka's own queue is full.
 
-        def on_delivery(err: KafkaError | None, _msg: object) -> None:
-            self._done.append(Delivery(token, err, size))
-
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-                break
-            except BufferError:
+        `token` comes back from :meth:`poll`, in ``acked`` or in a failed :class:`Delivery`.
+        """
+        q = self._sent.get(key)
+        if q is None:
+            q = self._sent[key] = deque()
+        q.append((value, token))
+        try:
+            # positional arguments (keywords cost more to parse); one bound callback for every
+            # record: a closure per record costs an allocation and the garbage collector's time
+            self._producer.produce(topic, value, key, -1, self._on_delivery)
+        except BufferError:
+            while True:
                 self._producer.poll(0.05)
-        self.inflight_bytes += size
+                try:
+                    self._producer.produce(topic, value, key, -1, self._on_delivery)
+                    break
+                except BufferError:
+                    continue
+        except BaseException:
+            q.pop()
+            if not q:
+                del self._sent[key]
+            raise
+        self.inflight_bytes += len(value) + len(key)
         self.inflight_count += 1
 
-    def poll(self, timeout: float = 0.0) -> list[Delivery]:
-        """Serve delivery reports; returns those that arrived since the last call."""
-        self._producer.poll(timeout)
-        done, self._done = self._done, []
-        for d in done:
-            self.inflight_bytes -= d.size
-            self.inflight_count -= 1
-        return done
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        # Which record is this? One key is one file, whose records librdkafka reports in the
+        # order they were produced, so it is normally the oldest of its key; the value (which
+        # holds the line's event.id, unique per file and offset) confirms it, and a report out
+        # of that order is found by its value instead.
+        key = msg.key()
+        value = msg.value()
+        q = self._sent[key]
+        item = q[0]
+        if item[0] == value:
+            q.popleft()
+        else:
+            for i, it in enumerate(q):
+                if it[0] == value:
+                    item = it
+                    del q[i]
+                    break
+            else:
+                raise RuntimeError(f"delivery report for a record never produced (key {key!r})")
+        if not q:
+            del self._sent[key]
+        self._done_bytes += len(value) + len(key)
+        self._done_count += 1
+        if err is None:
+            self._acked.append(item[1])
+        else:
+            self._failed.append(Delivery(item[1], err, item[0]))
 
-    def flush(self, timeout: float) -> list[Delivery]:
+    def poll(self, timeout: float = 0.0) -> tuple[list[Any], list[Delivery]]:
+        """Serve delivery reports: ``(tokens acknowledged, records refused)`` since the last call."""
+        self._producer.poll(timeout)
+        acked, failed = self._acked, self._failed
+        if not acked and not failed:
+            return [], []
+        self._acked, self._failed = [], []
+        self.inflight_bytes -= self._done_bytes
+        self.inflight_count -= self._done_count
+        self._done_bytes = self._done_count = 0
+        return acked, failed
+
+    def flush(self, timeout: float) -> tuple[list[Any], list[Delivery]]:
         """Wait up to `timeout` for everything queued; returns the reports that arrived."""
         self._producer.flush(timeout)
         return self.poll(0)

@@ -26,6 +26,7 @@ it). Measured on Python 3.11 (an nginx line with one extra field): about 3.5 µs
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
 import math
@@ -41,6 +42,7 @@ from typing import Any
 __all__ = [
     "AGENT_TYPE",
     "EnvelopeError",
+    "SourceEncoder",
     "decode_record",
     "encode_record",
     "event_id",
@@ -176,6 +178,70 @@ def encode_record(
 
 
 _event_id_default = event_id  # the parameter of encode_record shadows the function's name
+
+
+_FLAGS = {
+    (False, False): b"",
+    (False, True): b',"flags":["truncated"]',
+    (True, False): b',"flags":["multiline"]',
+    (True, True): b',"flags":["multiline","truncated"]',
+}
+
+
+def _frame(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+def timestamp_json(ts: datetime | float) -> bytes:
+    """The ``@timestamp`` text as :meth:`SourceEncoder.encode` wants it (format once per batch)."""
+    return format_timestamp(ts).encode("ascii")
+
+
+class SourceEncoder:
+    """``encode_record`` for the lines of one file, with everything constant about it done once.
+
+    Per line it only escapes the message, hashes the offset onto a BLAKE2b state that already
+    holds host_ip, NUL, file_identity, NUL and joins bytes. The result is byte-identical to
+    ``encode_record`` with the same arguments (tests/test_envelope.py checks it on many inputs),
+    and :attr:`key` is ``source_key(host_ip, file_identity)``.
+    """
+
+    __slots__ = ("_h0", "_mid", "_tail", "fields", "file_identity", "key", "path")
+
+    def __init__(self, *, host_name: str, host_ip: str, path: str, file_identity: str,
+                 fields: Mapping[str, Any] | tuple[tuple[str, str], ...] | None, agent_version: str) -> None:
+        self.path = path
+        self.file_identity = file_identity
+        self.fields = fields
+        self.key = source_key(host_ip, file_identity)
+        self._h0 = hashlib.blake2b(f"{host_ip}\x00{file_identity}\x00".encode("utf-8", "surrogatepass"),
+                                   digest_size=16)
+        self._mid = _frame("".join((
+            ',"host":{"name":', _enc(host_name), ',"ip":', _enc(host_ip),
+            '},"log":{"file":{"path":', _enc(path), '},"offset":')))
+        if not fields:
+            fields_part = ""
+        elif isinstance(fields, tuple):
+            fields_part = _fields_from_pairs(fields)
+        else:
+            fields_part = _fields_json(fields)
+        self._tail = _frame("".join(('"}', fields_part, ',"agent":{"type":"logferry","version":',
+                                     _enc(agent_version), "}}")))
+
+    def encode(self, raw: bytes, offset: int, ts_json: bytes, truncated: bool = False, lines: int = 1) -> bytes:
+        """The record of the line ``raw`` (bytes, no terminator) at ``offset``; ``ts_json`` from
+        :func:`timestamp_json`; ``lines`` > 1 marks a joined multiline event."""
+        # Decoded with replacement, the text holds no surrogates: it always encodes.
+        msg = _enc(raw.decode("utf-8", "replace")).encode("utf-8")
+        off = b"%d" % offset
+        h = self._h0.copy()
+        h.update(off)
+        return b"".join((b'{"@timestamp":"', ts_json, b'","message":', msg, self._mid, off,
+                         _FLAGS[lines > 1, bool(truncated)], b'},"event":{"id":"',
+                         binascii.hexlify(h.digest()), self._tail))
 
 
 def _reject_constant(name: str) -> Any:

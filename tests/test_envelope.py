@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 
 from logferry.envelope import (
     EnvelopeError,
+    SourceEncoder,
     decode_record,
     encode_record,
     event_id,
     format_timestamp,
     source_key,
+    timestamp_json,
 )
 
 BASE: dict[str, Any] = dict(
@@ -112,6 +114,43 @@ def test_invalid_unicode_becomes_replacement_character() -> None:
 )
 def test_byte_identical_to_json_dumps(**kw: Any) -> None:
     assert encode_record(**{**BASE, **kw}) == reference(**kw)
+
+
+def _source_encoder(k: dict[str, Any]) -> SourceEncoder:
+    return SourceEncoder(host_name=k["host_name"], host_ip=k["host_ip"], path=k["path"],
+                         file_identity=k["file_identity"], fields=k["fields"], agent_version=k["agent_version"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.binary(max_size=80) | st.text(max_size=60).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    host_name=st.text(max_size=10), host_ip=st.sampled_from(["10.0.0.5", "::1", "h\udcff"]),
+    path=st.text(max_size=20), file_identity=st.text(max_size=12), offset=st.integers(0, 2**63),
+    fields=st.none() | st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3)
+    | st.lists(st.tuples(st.text(max_size=4), st.text(max_size=4)), max_size=2).map(tuple),
+    truncated=st.booleans(), lines=st.integers(1, 5), timestamp=st.floats(0, 4102444800, allow_nan=False),
+)
+def test_source_encoder_is_byte_identical_to_encode_record(raw: bytes, lines: int, **kw: Any) -> None:
+    """The agent's per-file encoder: same bytes as encode_record (hence json.dumps), same key."""
+    k = {**BASE, **kw}
+    enc = _source_encoder(k)
+    got = enc.encode(raw, k["offset"], timestamp_json(k["timestamp"]), k["truncated"], lines)
+    want = encode_record(**{**k, "message": raw.decode("utf-8", "replace"),
+                            "multiline_lines": lines if lines > 1 else None})
+    assert got == want
+    assert enc.key == source_key(k["host_ip"], k["file_identity"])
+    # the encoder keeps no per-line state: a second line of the same file is as encode_record says
+    assert enc.encode(b'a "b" \\ \xff', 7, timestamp_json(1.5)) == encode_record(
+        **{**k, "message": 'a "b" \\ \ufffd', "offset": 7, "timestamp": 1.5, "truncated": False})
+
+
+def test_source_encoder_nginx_line() -> None:
+    line = (b'10.1.2.3 - - [25/Nov/2026:12:00:00 +0000] "GET /a?b=1 HTTP/1.1" 200 5123 "-" '
+            b'"Mozilla/5.0 (X11; Linux x86_64)"')
+    enc = _source_encoder(BASE)
+    got = enc.encode(line, 4096, timestamp_json(BASE["timestamp"]))
+    assert got == reference(message=line.decode())
+    assert json.loads(got)["event"]["id"] == event_id("10.0.0.5", "fp:0123abcd", 4096)
 
 
 @settings(max_examples=100, deadline=None)

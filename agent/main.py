@@ -224,13 +224,22 @@ class Agent:
         now_json = timestamp_json(now)
         ts_json: dict[float, bytes] = {}  # replayed stamps
         limit = self.sink.max_value_bytes
-        produce = self.sink.produce
+        produce_many = self.sink.produce_many
         encoders = self._encoders
         nbytes = truncated = 0
+        # Consecutive events of one file (same source, path, fields, topic) form a run: one
+        # encoder, one Kafka key, one call into the sink.
+        run: list[tuple[bytes, Any]] = []
+        src = path = fields = topic = enc = None
         for ev, ts in zip(events, stamps, strict=True):
-            enc = encoders.get(ev.source_id)
-            if enc is None or enc.path != ev.path or enc.fields is not ev.fields:
-                enc = self._encoder(ev)
+            if ev.source_id is not src or ev.path is not path or ev.fields is not fields or ev.topic is not topic:
+                if run:
+                    produce_many(topic, enc.key, run)
+                    run = []
+                src, path, fields, topic = ev.source_id, ev.path, ev.fields, ev.topic
+                enc = encoders.get(src)
+                if enc is None or enc.path != path or enc.fields is not fields:
+                    enc = self._encoder(ev)
             if ts is None:
                 tj = now_json
             else:
@@ -244,7 +253,9 @@ class Agent:
             elif ev.truncated:
                 truncated += 1
             nbytes += ev.next_offset - ev.offset
-            produce(ev.topic, enc.key, value, ev)
+            run.append((value, ev))
+        if run:
+            produce_many(topic, enc.key, run)
         # prometheus' inc() takes a lock: once per batch
         self.metrics.lines_read.inc(len(events))
         self.metrics.bytes_read.inc(nbytes)

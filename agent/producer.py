@@ -99,29 +99,42 @@ class KafkaSink:
 
         `token` comes back from :meth:`poll`, in ``acked`` or in a failed :class:`Delivery`.
         """
+        self.produce_many(topic, key, [(value, token)])
+
+    def produce_many(self, topic: str, key: bytes, records: list[tuple[bytes, Any]]) -> None:
+        """:meth:`produce` for ``(value, token)`` pairs of one key (one file), in order."""
         q = self._sent.get(key)
         if q is None:
             q = self._sent[key] = deque()
-        q.append((value, token))
+        produce = self._producer.produce
+        cb = self._on_delivery  # one bound callback for every record (a closure each costs more)
+        klen = len(key)
+        size = count = 0
         try:
-            # positional arguments (keywords cost more to parse); one bound callback for every
-            # record: a closure per record costs an allocation and the garbage collector's time
-            self._producer.produce(topic, value, key, -1, self._on_delivery)
-        except BufferError:
-            while True:
-                self._producer.poll(0.05)
+            for rec in records:
+                value = rec[0]
+                q.append(rec)
                 try:
-                    self._producer.produce(topic, value, key, -1, self._on_delivery)
-                    break
+                    # positional arguments: keywords cost more to parse
+                    produce(topic, value, key, -1, cb)
                 except BufferError:
-                    continue
-        except BaseException:
-            q.pop()
+                    while True:
+                        self._producer.poll(0.05)
+                        try:
+                            produce(topic, value, key, -1, cb)
+                            break
+                        except BufferError:
+                            continue
+                except BaseException:
+                    q.pop()
+                    raise
+                size += len(value) + klen
+                count += 1
+        finally:
             if not q:
                 del self._sent[key]
-            raise
-        self.inflight_bytes += len(value) + len(key)
-        self.inflight_count += 1
+            self.inflight_bytes += size
+            self.inflight_count += count
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         # Which record is this? One key is one file, whose records librdkafka reports in the

@@ -134,6 +134,8 @@ def _hostport_list(value: str) -> list[str]:
         if item in out:
             raise _Bad(f"{item!r} is listed twice; list each address once")
         out.append(item)
+    if not out:
+        raise _Bad(f"{value!r} names no address; write a comma-separated list of host:port")
     return out
 
 
@@ -495,7 +497,7 @@ class AgentSettings:
     metrics_address: str | None = "127.0.0.1:9601"
     log_level: str = "INFO"
     status_interval_s: float = 5.0
-    max_inflight_bytes: int = 64 * MIB
+    max_inflight_bytes: int = 16 * MIB
     scan_interval_s: float = 1.0
     close_inactive_s: float = 300.0
     max_open_files: int = 512

@@ -410,6 +410,12 @@ class Harvester:
             return []
         now = time.monotonic() if now is None else now
         idle = now - self.last_data_at
+        # A timeout hands out only what waits at the *end* of the file. A partial line cut by a
+        # read quantum, or followed by bytes written since, has its rest in the file, not read
+        # yet (the agent is behind on this file, e.g. round-robin over many busy files): the
+        # next read completes it. Flushing it would ship one line as two records.
+        if not force and not (self.at_eof and not self._unread_bytes()):
+            return []
         out: list[Record] = []
         if self._splitter.has_partial and (force or idle >= self.partial_flush_s):
             out.extend(self._flush_everything())
@@ -418,6 +424,15 @@ class Harvester:
         ):
             self._hand_out(self._joiner.flush_all(), out)
         return out
+
+    def _unread_bytes(self) -> bool:
+        """True if the open file holds bytes past what was read (checked with fstat, not cached)."""
+        if self.fd is None:
+            return False
+        try:
+            return os.fstat(self.fd).st_size > self._pos
+        except OSError:
+            return False
 
     def _flush_everything(self) -> list[Record]:
         out: list[Record] = []

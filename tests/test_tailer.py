@@ -681,3 +681,22 @@ def test_many_events_in_flight_with_the_first_ack_last(tmp_path: Path, logs: Pat
     assert tm.ack(evs[0].identity, evs[0].next_offset)
     assert time.perf_counter() - t0 < 2.0
     assert reg.get(evs[0].identity).offset == evs[-1].next_offset and tm.inflight == 0  # type: ignore[union-attr]
+
+
+def test_a_line_cut_by_the_read_budget_is_not_flushed_on_timeout(logs: Path) -> None:
+    """The agent behind on a file (many busy files, round robin) must not ship half a line.
+
+    Found by the 100-file benchmark: 2,000,056 records for 2,000,000 lines, because a partial
+    line cut by a read quantum waited longer than partial_flush_s for the file's next turn.
+    """
+    log = logs / "a.log"
+    write(log, "first\n" + "x" * 30 + "\n")
+    h = Harvester(str(log), partial_flush_s=5.0)
+    t0 = time.monotonic()
+    assert [r.raw for r in h.read_lines(20, now=t0)] == [b"first"]  # stops inside the long line
+    assert not h.at_eof
+    assert h.flush(now=t0 + 60) == []  # the rest is in the file: no timeout flush
+    assert [r.raw for r in h.read_lines(1 << 20, now=t0 + 61)] == [b"x" * 30]
+    write(log, "tail")  # a real partial line at the end of the file still goes after the timeout
+    assert h.read_lines(1 << 20, now=t0 + 62) == []
+    assert [r.raw for r in h.flush(now=t0 + 68)] == [b"tail"]

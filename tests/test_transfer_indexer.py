@@ -185,3 +185,52 @@ def test_drop_partitions_stops_sending_them() -> None:
     job.rejected.append((1, "x"))
     assert job.drop_partitions({("t", 1)}) == 2
     assert job.pending == [0, 2] and job.rejected == []
+
+
+def test_bulk_response_serializer_counts_an_all_accepted_answer_and_parses_anything_else() -> None:
+    from transfer.indexer import BulkResponseSerializer
+
+    s = BulkResponseSerializer()
+    ok_body = b'{"errors":false,"items":[' + b",".join([b'{"index":{"status":201}}'] * 5) + b"]}"
+    parsed = s.loads(ok_body)
+    assert parsed["errors"] is False and len(parsed["items"]) == 5
+    bad = b'{"errors":true,"items":[{"index":{"status":201}},{"index":{"status":400,"error":{"type":"x"}}}]}'
+    assert s.loads(bad) == json.loads(bad)
+    assert s.loads(b'{"acknowledged":true}') == {"acknowledged": True}
+    assert s.loads(b"") is None
+    # what the indexer makes of the shortcut: all accepted, counted
+    idx, _ = indexer(ScriptedES(lambda ids: s.loads(b'{"errors":false,"items":[' + b",".join(
+        [b'{"index":{"status":201}}'] * len(ids)) + b"]}")))
+    job = BulkJob([item(n) for n in range(4)])
+    assert idx.run(job) and job.accepted == 4
+
+
+def test_an_attempt_started_on_a_sender_thread_is_collected_and_its_failures_retried() -> None:
+    es = ScriptedES(some({"id1": (429, {"type": "es_rejected_execution_exception"}),
+                          "id2": (400, {"type": "mapper_parsing_exception", "reason": "bad"})}), ok)
+    idx, waits = indexer(es)
+    job = BulkJob([item(n) for n in range(4)])
+    assert idx.start(job) and not idx.start(job)  # one request in flight per job
+    assert idx.run(job)
+    assert es.sent == [["id0", "id1", "id2", "id3"], ["id1"]]
+    assert [i for i, _ in job.rejected] == [2] and job.accepted == 3 and job.future is None
+    assert sum(waits) == pytest.approx(0.5)  # one backoff, in 0.2 s steps
+
+
+def test_an_answer_for_dropped_partitions_is_ignored() -> None:
+    import threading
+
+    gate = threading.Event()
+
+    def slow_ok(ids):
+        gate.wait(5)
+        return some({"id1": (400, {"type": "mapper_parsing_exception"})})(ids)
+
+    es = ScriptedES(slow_ok)
+    idx, _ = indexer(es)
+    job = BulkJob([item(0, 0), item(1, 1), item(2, 0)])
+    assert idx.start(job)
+    job.drop_partitions({("t", 1)})  # revoked while the request is in flight
+    gate.set()
+    assert idx.run(job)
+    assert job.rejected == [] and job.accepted == 2 and job.done

@@ -3,6 +3,8 @@ while a bulk is being retried (the keepalive polls the consumer, which runs the 
 
 from __future__ import annotations
 
+import json
+
 import elastic_transport
 from test_transfer_indexer import ScriptedES, ok, raise_, some
 
@@ -173,3 +175,120 @@ def test_a_revoked_partition_that_comes_back_is_not_settled_by_the_old_batch() -
     assert p.flush(keepalive, lambda: False)
     assert c.commits == [{("t", 0): 1}, {("t", 1): 1}]
     assert p.tracker.pending() == 0
+
+
+# ---------------------------------------------------------------------- batches in flight
+def test_dispatched_batches_are_sent_in_the_background_settled_in_order_and_bounded() -> None:
+    import threading
+
+    class GatedES:
+        """Answers a request once the gate of its first record's offset is open."""
+
+        def __init__(self) -> None:
+            self.gates = {o: threading.Event() for o in range(0, 10, 2)}
+            self.sent: list[int] = []
+
+        def bulk(self, operations: bytes, filter_path: str) -> dict:
+            lines = operations.split(b"\n")[:-1]
+            offsets = [json.loads(lines[i])["log"]["offset"] for i in range(1, len(lines), 2)]
+            self.sent.append(offsets[0])
+            self.gates[offsets[0]].wait(5)
+            return {"errors": False, "items": [{"index": {"status": 201}} for _ in offsets]}
+
+    def wait_done(b) -> None:
+        for _ in range(500):
+            if b.bulk.future is None or b.bulk.future.done():
+                return
+            threading.Event().wait(0.01)
+
+    es = GatedES()
+    p, c, _ = make(es)
+    p.cfg = TransferConfig(topics=("t",), bulk_max_docs=2, dead_letter_topic="dlq")
+    stop = lambda: False  # noqa: E731
+    for o in range(4):
+        p.add(rec(0, o))
+        if p.full():
+            assert p.dispatch(c.keepalive, stop)
+    assert len(p.in_flight) == 2 and p.buffered == 0
+    assert p.reap(c.keepalive, stop) and c.commits == []  # nothing answered yet: nothing settled
+    es.gates[2].set()  # the second batch is answered first...
+    wait_done(p.in_flight[1])
+    assert p.reap(c.keepalive, stop) and c.commits == []  # ...but settling (and committing) is in order
+    es.gates[0].set()
+    wait_done(p.in_flight[0])
+    assert p.reap(c.keepalive, stop)
+    assert c.commits == [{("t", 0): 4}] and not p.in_flight
+    # bounded: with two batches in flight, dispatching a third settles the oldest first
+    for o in range(4, 8):
+        p.add(rec(0, o))
+        if p.full():
+            assert p.dispatch(c.keepalive, stop)
+    assert len(p.in_flight) == 2
+    es.gates[4].set()
+    p.add(rec(0, 8))
+    p.add(rec(0, 9))
+    assert p.dispatch(c.keepalive, stop)  # waited for the batch of offsets 4-5
+    assert c.commits[-1] == {("t", 0): 6} and len(p.in_flight) == 2
+    es.gates[6].set()
+    es.gates[8].set()
+    assert p.flush(c.keepalive, stop)
+    assert c.commits[-1] == {("t", 0): 10} and p.tracker.pending() == 0
+    assert sorted(es.sent) == [0, 2, 4, 6, 8]
+
+
+def test_a_background_attempt_that_fails_is_retried_before_anything_after_it_is_committed() -> None:
+    down = raise_(elastic_transport.ConnectionError("refused"))
+    es = ScriptedES(down, ok, ok)
+    p, c, _ = make(es)
+    p.cfg = TransferConfig(topics=("t",), bulk_max_docs=2, dead_letter_topic="dlq")
+    stop = lambda: False  # noqa: E731
+    p.add(rec(0, 0))
+    p.add(rec(0, 1))
+    assert p.dispatch(c.keepalive, stop)
+    p.add(rec(0, 2))
+    assert p.flush(c.keepalive, stop)
+    assert len(es.sent) == 3 and c.commits == [{("t", 0): 3}]
+    assert not c.paused  # resumed after the retry
+
+
+def test_revoke_settles_every_batch_in_flight_before_letting_go() -> None:
+    es = ScriptedES(ok, ok, ok)
+    p, c, _ = make(es)
+    p.cfg = TransferConfig(topics=("t",), bulk_max_docs=2, dead_letter_topic="dlq")
+    stop = lambda: False  # noqa: E731
+    for o in range(4):
+        p.add(rec(o % 2, o))
+        if p.full():
+            assert p.dispatch(c.keepalive, stop)
+    p.add(rec(1, 5))
+    p.on_revoke([("t", 1)])
+    assert c.commits == [{("t", 0): 3, ("t", 1): 6}]
+    assert not p.in_flight and p.buffered == 0 and ("t", 1) not in p.tracker.partitions()
+
+
+def test_lost_partitions_in_flight_are_not_settled_by_the_late_answer() -> None:
+    import threading
+
+    gate = threading.Event()
+
+    def slow(ids):
+        gate.wait(5)
+        return ok(ids)
+
+    es = ScriptedES(slow, ok)
+    p, c, _ = make(es)
+    p.cfg = TransferConfig(topics=("t",), bulk_max_docs=3, dead_letter_topic="dlq")
+    stop = lambda: False  # noqa: E731
+    p.add(rec(0, 0))
+    p.add(rec(1, 0))
+    p.add(rec(1, 1))
+    assert p.dispatch(c.keepalive, stop)
+    p.on_lost([("t", 1)])
+    p.add(rec(1, 0))  # back again, consumed anew, not yet in Elasticsearch
+    gate.set()
+    while p.in_flight:
+        assert p.reap(c.keepalive, stop)
+    assert c.commits == [{("t", 0): 1}]
+    assert p.tracker.pending() == 1
+    assert p.flush(c.keepalive, stop)
+    assert c.commits[-1] == {("t", 1): 1}

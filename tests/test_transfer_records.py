@@ -87,3 +87,36 @@ def test_memoised_index_names_equal_index_name() -> None:
                    "2024-05-01T22:00:00-05:00", "2024-05-01T12:00:00Z", "2024-05-01"):
             for _ in range(2):  # second time from the cache
                 assert _index_for(cfg, "app", ts) == index_name(cfg, "app", ts), (cfg.index, ts)
+
+
+def test_fast_decode_accepts_and_refuses_exactly_what_decode_record_does() -> None:
+    from logferry.envelope import EnvelopeError, decode_record
+    from transfer.records import _decode
+
+    good = envelope()
+    doc = json.loads(good)
+    cases = [
+        good, envelope("é \"quoted\" \\ tab\t"), b" " + good, good + b" ", good + b"\n", good + b"x",
+        b"\xef\xbb\xbf" + good,
+        b"", b"null", b"[]", b'"s"', b"not json", b"\xff", b'{"a":NaN}', b'{"a":Infinity}',
+        json.dumps({**doc, "message": 1}).encode(),
+        json.dumps({k: v for k, v in doc.items() if k != "message"}).encode(),
+        json.dumps({**doc, "@timestamp": "yesterday"}).encode(), json.dumps({**doc, "@timestamp": 5}).encode(),
+        json.dumps({**doc, "event": {"id": ""}}).encode(), json.dumps({**doc, "event": {"id": 7}}).encode(),
+        json.dumps({**doc, "event": "x"}).encode(), json.dumps({**doc, "event": {"id": "x" * 512}}).encode(),
+        json.dumps({**doc, "event": {"id": "é" * 256}}).encode(),
+        json.dumps({**doc, "event": {"id": "é" * 257}}).encode(),
+        json.dumps({**doc, "event": {"id": "\ud83d\ude00" * 128}}).encode(),
+        json.dumps({**doc, "event": {"id": "\ud83d\ude00" * 129}}).encode(), b"[" * 100000 + b"]" * 100000,
+        json.dumps(doc, indent=2).encode(),
+    ]
+    for raw in cases:
+        try:
+            want: object = decode_record(raw)
+        except EnvelopeError as e:
+            want = ("refused", e.reason)
+        try:
+            got: object = _decode(raw)
+        except EnvelopeError as e:
+            got = ("refused", e.reason)
+        assert got == want, raw[:80]

@@ -18,6 +18,11 @@ Defaults the INI may override with ``consumer.<key>``:
   from its first record, so records produced before the transfer subscribed are not lost.
 * ``topic.metadata.refresh.interval.ms=30000``: a topic that appears and matches
   ``topics_regex`` is picked up within 30 s (librdkafka's default is 5 min).
+* ``fetch.wait.max.ms=100``: how long the broker may hold a fetch while it has nothing new.
+  With librdkafka's 500 ms the first records of a freshly assigned partition arrived about
+  0.7 s after the assignment on the bench's stack, against 0.2 s with 100 ms; a partition
+  that goes quiet and gets a line also waits less. The price is an empty fetch every 100 ms
+  per broker while idle.
 
 While the pipeline waits for Elasticsearch (retries), :meth:`keepalive` pauses every assigned
 partition and polls: the consumer stays in the group (``max.poll.interval.ms`` is about calls to
@@ -43,6 +48,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "partition.assignment.strategy": "cooperative-sticky",
     "auto.offset.reset": "earliest",
     "topic.metadata.refresh.interval.ms": 30000,
+    "fetch.wait.max.ms": 100,
 }
 
 TP = tuple[str, int]

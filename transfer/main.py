@@ -8,9 +8,11 @@ The loop:
    config stays in force, the error goes to the log and the status key;
 2. consume records into the pipeline's buffer (``pipeline``);
 3. when the buffer is full (``bulk_max_docs``/``bulk_max_bytes``) or old (``flush_interval_s``),
-   settle it: bulk-index, dead-letter what Elasticsearch rejects and what is not an envelope,
-   then commit the offsets. Retryable failures are retried with backoff for as long as it takes,
-   while the consumer is kept in its group (paused partitions, polls);
+   dispatch it: its bulk request goes out on a sender thread while the loop goes on consuming
+   (at most two batches in flight, see ``pipeline``); each turn settles, oldest first, the
+   batches Elasticsearch answered: dead-letter what it rejects and what is not an envelope, then
+   commit the offsets. Retryable failures are retried with backoff for as long as it takes,
+   on this loop, while the consumer is kept in its group (paused partitions, polls);
 4. refresh metrics (consumer lag) and the status key.
 
 SIGTERM/SIGINT: stop consuming, settle the batch in flight and the buffer, commit, leave the
@@ -23,6 +25,7 @@ again at the next start and overwrite themselves.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import queue
 import signal
@@ -41,7 +44,7 @@ from logferry.schema import TransferConfig
 
 from .consumer import GroupConsumer, consumer_config
 from .deadletter import DeadLetterProducer
-from .indexer import Indexer
+from .indexer import BulkResponseSerializer, Indexer
 from .liveconfig import LiveConfig
 from .metrics import TransferMetrics
 from .pipeline import Pipeline
@@ -54,8 +57,10 @@ DEFAULT_CONFIG = "/etc/logferry/logtransfer.ini"
 #: How long SIGTERM waits for Elasticsearch/Kafka to take the batch in flight (systemd's
 #: TimeoutStopSec must be above it).
 SHUTDOWN_GRACE_S = 60.0
-#: Records per consume call (the pipeline flushes by bulk_max_docs/bytes in between).
+#: Records per consume call (the pipeline dispatches by bulk_max_docs/bytes in between).
 CONSUME_MAX = 1000
+#: Longest consume wait while a bulk is in flight, so its answer is settled and committed soon.
+IN_FLIGHT_POLL_S = 0.02
 
 
 def make_es_client(t: Any) -> Elasticsearch:
@@ -66,6 +71,7 @@ def make_es_client(t: Any) -> Elasticsearch:
         "retry_on_status": (),
         "retry_on_timeout": len(t.es_hosts) > 1,
         "verify_certs": t.es_verify_certs,
+        "serializers": {"application/json": BulkResponseSerializer()},
     }
     if t.es_api_key:
         kwargs["api_key"] = t.es_api_key
@@ -274,6 +280,7 @@ class Transfer:
         log.info("logtransfer %s starting: id %s, group %s, config key %s, elasticsearch %s", __version__, t.id,
                  t.group_id, self.live.key, ", ".join(t.es_hosts))
         self.connect_etcd()
+        tune_gc()
         last_commit = time.monotonic()
         while not self.stopping.is_set():
             self.drain_watch()
@@ -293,13 +300,13 @@ class Transfer:
         p = self.pipeline
         left = p.time_to_due()
         timeout = 0.1 if left is None else min(0.1, left)
+        if p.in_flight:
+            timeout = min(timeout, IN_FLIGHT_POLL_S)
         msgs = self.consumer.consume(min(CONSUME_MAX, max(1, p.room())), timeout)
-        for m in msgs:
-            p.add_message(m)
-            if p.full():
-                p.flush(self.keepalive, self.hard_stop)
+        p.add_messages(msgs, self.keepalive, self.hard_stop)  # dispatches each buffer that fills up
         if p.due():
-            p.flush(self.keepalive, self.hard_stop)
+            p.dispatch(self.keepalive, self.hard_stop)
+        p.reap(self.keepalive, self.hard_stop)
 
     def shutdown(self) -> int:
         p = self.pipeline
@@ -322,6 +329,21 @@ class Transfer:
             self.etcd.close()
         log.info("stopped%s", "" if clean else " (unsettled records left for the next start)")
         return 0
+
+
+def tune_gc() -> None:
+    """Make Python's cyclic garbage collector cheap for the steady state.
+
+    Per document the transfer allocates a few short-lived containers (the parsed envelope, the
+    record's ``Source`` and ``IndexItem``) and forms no reference cycles; they are freed by
+    reference counting. With the default thresholds (700, 10, 10) the collector still ran every
+    ~100 documents and, every so often, walked every object the process holds (the ES, Kafka and
+    etcd clients' modules included): about 20 % of the per-document CPU in a micro-benchmark of
+    the pipeline. ``gc.freeze()`` moves what start-up built out of the collector's sight, and a
+    gen-0 threshold of 50,000 makes collections rare. Cycles (from libraries) are still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def setup_logging(level: str) -> None:

@@ -1,8 +1,8 @@
 """Consumed records → batch → Elasticsearch / dead-letter topic → offset commit.
 
 The delivery rule lives here. Records are buffered as they are consumed (prepared at once: bulk
-lines built, or a dead-letter reason found). A full or old enough buffer becomes the batch in
-flight, and :meth:`Pipeline.flush` settles it:
+lines built, or a dead-letter reason found). A full or old enough buffer becomes a batch in
+flight (:meth:`Pipeline.dispatch`), and settling a batch means:
 
 1. every document is accepted by Elasticsearch, or rejected for good (``indexer``; retryable
    failures are retried with backoff, forever if need be);
@@ -10,6 +10,20 @@ flight, and :meth:`Pipeline.flush` settles it:
    dead-letter topic (``deadletter``);
 3. only then are the batch's records marked settled, and the offsets committed
    (``offsets.OffsetTracker`` computes, per partition, how far every record is settled).
+
+Batches in flight. Up to ``indexer.in_flight`` (2) batches are in flight at once, oldest first
+in ``Pipeline.in_flight``. A dispatched batch's first bulk request is sent by a sender thread
+(``indexer.BulkSender``) while the main loop goes on consuming and preparing the next batch;
+:meth:`Pipeline.reap` settles, in order, the batches at the head whose request was answered, and
+commits. A batch that needs a retry is retried on the main loop exactly as before (backoff,
+keepalive, forever), holding every batch behind it. With the queue full, dispatching first
+settles the oldest batch: at most ``in_flight`` batches plus the buffer are ever held. Why: one
+bulk at a time left Elasticsearch idle while we prepared a batch and us idle while it indexed,
+and kept a single-shard index on one write thread (measured: see ``indexer.BulkSender``).
+Two in flight keep both busy on a 2-core node; three were not measurably better on the
+(shared, noisy) bench machine, and each more holds another batch in memory and re-sends it after
+a crash. Commits stay in order by construction (settling is in order), and would be right
+anyway: the tracker commits only past a contiguous settled run.
 
 Rebalances. ``on_revoke`` runs inside a consumer call: it settles the batch in flight and the
 buffer, commits, and only then lets the partitions go. That callback may fire while ``flush``
@@ -25,7 +39,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +89,7 @@ class Pipeline:
         self.consumer: Any = None  # GroupConsumer; set by the daemon (they refer to each other)
         self.cfg: TransferConfig | None = None
         self.tracker = OffsetTracker()
-        self.batch: Batch | None = None
+        self.in_flight: deque[Batch] = deque()  # oldest first; at most indexer.in_flight
         self._items: list[IndexItem] = []
         self._dead: list[DeadLetter] = []
         self._sources: list[Source] = []
@@ -88,12 +103,34 @@ class Pipeline:
     def buffered(self) -> int:
         return len(self._sources)
 
+    @property
+    def batch(self) -> Batch | None:
+        """The oldest batch in flight (None when none is)."""
+        return self.in_flight[0] if self.in_flight else None
+
     def add_message(self, m: Any) -> None:
         """A record from the consumer (a confluent_kafka.Message)."""
         ts_type, ts = m.timestamp()
         self.add(Source(m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts if ts_type else None))
 
+    def add_messages(self, msgs: Iterable[Any], keepalive: Keepalive | None, abort: Callable[[], bool]) -> None:
+        """Records from one consume call; a buffer that fills up is dispatched on the way."""
+        n = 0
+        try:
+            for m in msgs:
+                ts_type, ts = m.timestamp()
+                self._add(Source(m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts if ts_type else None))
+                n += 1
+                if self.full():
+                    self.dispatch(keepalive, abort)
+        finally:
+            self.metrics.consumed.inc(n)
+
     def add(self, src: Source) -> None:
+        self._add(src)
+        self.metrics.consumed.inc()
+
+    def _add(self, src: Source) -> None:
         assert self.cfg is not None, "records consumed before a transfer config was applied"
         try:
             self.tracker.add(src.tp, src.offset)
@@ -106,7 +143,6 @@ class Pipeline:
         if not self._sources:
             self._since = self.clock()
         self._sources.append(src)
-        self.metrics.consumed.inc()
         prepared = prepare(src, self.cfg)
         if isinstance(prepared, IndexItem):
             self._items.append(prepared)
@@ -129,26 +165,79 @@ class Pipeline:
         return max(0.0, self._since + self.cfg.flush_interval_s - self.clock())
 
     def due(self) -> bool:
-        if self.batch is not None or self.full():
+        """The buffer is full or old enough to be dispatched."""
+        if self.full():
             return True
         left = self.time_to_due()
         return left is not None and left <= 0
 
     # ------------------------------------------------------------------ settling
-    def flush(self, keepalive: Keepalive | None, abort: Callable[[], bool]) -> bool:
-        """Settle the batch in flight and everything buffered, then commit. False if aborted first."""
+    def dispatch(self, keepalive: Keepalive | None, abort: Callable[[], bool]) -> bool:
+        """The buffer becomes a batch in flight, its bulk request sent by a sender thread.
+
+        With ``in_flight`` batches already in flight, the oldest is settled (and committed) first.
+        False if ``abort()`` said stop while settling it (the buffer is then kept as it is).
+        """
+        ok = False
         try:
-            if self.batch is not None and not self._settle(self.batch, keepalive, abort):
-                return False
-            if self._sources:
-                self.batch = self._take_buffer()
-                if not self._settle(self.batch, keepalive, abort):
+            settled = False
+            while len(self.in_flight) >= self.indexer.in_flight:
+                if not self._settle(self.in_flight[0], keepalive, abort):
                     return False
-            self.commit()
+                settled = True
+            if settled:
+                self.commit()
+            if self._sources:
+                b = self._take_buffer()
+                self.in_flight.append(b)
+                self.indexer.start(b.bulk)
+            ok = True
             return True
         finally:
-            if keepalive is not None and self.consumer is not None and (self.batch is None or self.abandoned):
-                self.consumer.resume()
+            self._resume(keepalive, ok)
+
+    def reap(self, keepalive: Keepalive | None, abort: Callable[[], bool]) -> bool:
+        """Settle, oldest first, the batches whose bulk request was answered; commit. Does not wait
+        for a request still in flight (it does retry one that failed). False if aborted."""
+        ok = False
+        settled = False
+        try:
+            while self.in_flight:
+                b = self.in_flight[0]
+                if b.bulk.future is not None and not b.bulk.future.done():
+                    break
+                if not self._settle(b, keepalive, abort):
+                    return False
+                settled = True
+            ok = True
+            return True
+        finally:
+            if settled:
+                self.commit()
+            self._resume(keepalive, ok)
+
+    def flush(self, keepalive: Keepalive | None, abort: Callable[[], bool]) -> bool:
+        """Settle every batch in flight and everything buffered, then commit. False if aborted first."""
+        ok = False
+        try:
+            while self.in_flight:
+                if not self._settle(self.in_flight[0], keepalive, abort):
+                    return False
+            if self._sources:
+                b = self._take_buffer()
+                self.in_flight.append(b)
+                if not self._settle(b, keepalive, abort):
+                    return False
+            self.commit()
+            ok = True
+            return True
+        finally:
+            self._resume(keepalive, ok)
+
+    def _resume(self, keepalive: Keepalive | None, ok: bool) -> None:
+        """After waiting with the partitions paused (retries): fetch again, unless stuck and not stopping."""
+        if keepalive is not None and self.consumer is not None and (ok or self.abandoned):
+            self.consumer.resume()
 
     def _take_buffer(self) -> Batch:
         assert self.cfg is not None
@@ -157,25 +246,29 @@ class Pipeline:
         return b
 
     def _settle(self, b: Batch, keepalive: Keepalive | None, abort: Callable[[], bool]) -> bool:
-        if b.settled:
-            return True
-        if not b.bulk.done and not self.indexer.run(b.bulk, keepalive, abort):
-            return False
-        if not b.rejects_collected:
-            b.rejects_collected = True
-            for i, reason in b.bulk.rejected:
-                item = b.bulk.items[i]
-                b.dead.append(DeadLetter(item.src, reason, "rejected", index=item.index))
-        if b.dead and not self.deadletters.send(b.dead_letter_topic, b.dead, keepalive, abort):
-            return False
+        """Finish ``b`` (bulk, then dead letters), mark its records settled, take it out of ``in_flight``.
+
+        Re-entrant: a rebalance callback run by ``keepalive`` may settle ``b`` (and the batches
+        after it) meanwhile; each step records that it is done.
+        """
+        if not b.settled:
+            if (not b.bulk.done or b.bulk.future is not None) and not self.indexer.run(b.bulk, keepalive, abort):
+                return False
+            if not b.rejects_collected:
+                b.rejects_collected = True
+                for i, reason in b.bulk.rejected:
+                    item = b.bulk.items[i]
+                    b.dead.append(DeadLetter(item.src, reason, "rejected", index=item.index))
+            if b.dead and not self.deadletters.send(b.dead_letter_topic, b.dead, keepalive, abort):
+                return False
         if not b.settled:
             b.settled = True
             for src in b.sources:
                 self.tracker.settle(src.tp, src.offset)
-            if self.batch is b:
-                self.batch = None
             log.debug("batch of %d records settled in %.2fs (%d indexed, %d dead-lettered)", len(b.sources),
                       self.clock() - b.started, b.bulk.accepted, len(b.dead))
+        if b in self.in_flight:
+            self.in_flight.remove(b)
         return True
 
     def commit(self) -> None:
@@ -239,12 +332,12 @@ class Pipeline:
         """Forget everything of these partitions: buffered, in flight, tracked."""
         if not tps:
             return
-        if self.batch is not None:
-            self.batch.bulk.drop_partitions(tps)
+        for b in self.in_flight:
+            b.bulk.drop_partitions(tps)
             # in place: a flush higher up the stack holds this very list; keep letters already sent
-            self.batch.dead[:] = [d for d in self.batch.dead if d.src.tp not in tps or d.state == "sent"]
+            b.dead[:] = [d for d in b.dead if d.src.tp not in tps or d.state == "sent"]
             # and never settle them later: if the partition comes back, its records are tracked anew
-            self.batch.sources = [s for s in self.batch.sources if s.tp not in tps]
+            b.sources = [s for s in b.sources if s.tp not in tps]
         if any(s.tp in tps for s in self._sources):
             self._items = [i for i in self._items if i.src.tp not in tps]
             self._dead = [d for d in self._dead if d.src.tp not in tps]

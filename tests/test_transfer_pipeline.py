@@ -292,3 +292,47 @@ def test_lost_partitions_in_flight_are_not_settled_by_the_late_answer() -> None:
     assert p.tracker.pending() == 1
     assert p.flush(c.keepalive, stop)
     assert c.commits[-1] == {("t", 1): 1}
+
+
+class Msg:
+    """The few methods of a confluent_kafka.Message the pipeline reads."""
+
+    def __init__(self, src: Source) -> None:
+        self.src = src
+
+    def topic(self) -> str:
+        return self.src.topic
+
+    def partition(self) -> int:
+        return self.src.partition
+
+    def offset(self) -> int:
+        return self.src.offset
+
+    def key(self) -> bytes | None:
+        return self.src.key
+
+    def value(self) -> bytes:
+        return self.src.value
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+
+def test_records_of_a_partition_revoked_during_the_consume_call_are_not_taken() -> None:
+    es = ScriptedES(ok, ok, ok)
+    p, c, _ = make(es)
+
+    def messages():
+        yield Msg(rec(0, 0))
+        yield Msg(rec(1, 0))
+        p.on_revoke([("t", 1)])  # a keepalive poll on the way ran the rebalance callback
+        yield Msg(rec(1, 1))  # fetched before the revoke: the next owner's now
+        yield Msg(rec(0, 1))
+
+    p.add_messages(messages(), c.keepalive, lambda: False)
+    assert [(s.partition, s.offset) for s in p._sources] == [(0, 1)]
+    assert p.flush(None, lambda: False)
+    assert ("t", 1) not in p.tracker.partitions()
+    assert all(("t", 1) not in commit or commit[("t", 1)] == 1 for commit in c.commits), c.commits
+    assert c.commits[-1][("t", 0)] == 2

@@ -96,6 +96,7 @@ class Pipeline:
         self._bytes = 0
         self._since = 0.0
         self.abandoned = False  # shutting down past the grace period: settle nothing more
+        self._dropped_in_call: set[TP] | None = None  # partitions dropped during add_messages
         self.hard_stop: Callable[[], bool] = lambda: False
 
     # ------------------------------------------------------------------ buffering
@@ -116,14 +117,22 @@ class Pipeline:
     def add_messages(self, msgs: Iterable[Any], keepalive: Keepalive | None, abort: Callable[[], bool]) -> None:
         """Records from one consume call; a buffer that fills up is dispatched on the way."""
         n = 0
+        # A dispatch on the way may poll the consumer (keepalive), which may run a revoke: the
+        # rest of this call's records of a revoked partition belong to its next owner now, and
+        # are not ours to index or commit (a late commit would move the group's offset back).
+        gone: set[TP] = set()
+        self._dropped_in_call = gone
         try:
             for m in msgs:
+                if gone and (m.topic(), m.partition()) in gone:
+                    continue
                 ts_type, ts = m.timestamp()
                 self._add(Source(m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts if ts_type else None))
                 n += 1
                 if self.full():
                     self.dispatch(keepalive, abort)
         finally:
+            self._dropped_in_call = None
             self.metrics.consumed.inc(n)
 
     def add(self, src: Source) -> None:
@@ -332,6 +341,8 @@ class Pipeline:
         """Forget everything of these partitions: buffered, in flight, tracked."""
         if not tps:
             return
+        if self._dropped_in_call is not None:
+            self._dropped_in_call |= tps
         for b in self.in_flight:
             b.bulk.drop_partitions(tps)
             # in place: a flush higher up the stack holds this very list; keep letters already sent

@@ -414,14 +414,18 @@ class Harvester:
         # read quantum, or followed by bytes written since, has its rest in the file, not read
         # yet (the agent is behind on this file, e.g. round-robin over many busy files): the
         # next read completes it. Flushing it would ship one line as two records.
-        if not force and not (self.at_eof and not self._unread_bytes()):
+        partial_due = self._splitter.has_partial and (force or idle >= self.partial_flush_s)
+        event_due = self._joiner is not None and self._joiner.pending and (
+            force or idle >= self._joiner.flush_timeout_s)
+        if not (partial_due or event_due):
+            return []  # the common case, checked first: this runs for every open file at every poll
+        if not force and (not self.at_eof or self._unread_bytes()):
             return []
         out: list[Record] = []
-        if self._splitter.has_partial and (force or idle >= self.partial_flush_s):
+        if partial_due:
             out.extend(self._flush_everything())
-        elif self._joiner is not None and self._joiner.pending and (
-            force or idle >= self._joiner.flush_timeout_s
-        ):
+        else:
+            assert self._joiner is not None
             self._hand_out(self._joiner.flush_all(), out)
         return out
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from logferry import __version__
 from logferry.config import AgentConfig, ConfigError, load_agent_config
-from logferry.envelope import SourceEncoder, encode_record, event_id, source_key, timestamp_json
+from logferry.envelope import SourceEncoder, source_key, timestamp_json
 from logferry.etcd import EtcdClient, EtcdError, LeaseKeeper, WatchEvent
 
 from .collectlist import CollectList
@@ -248,7 +248,7 @@ class Agent:
                     tj = ts_json[ts] = timestamp_json(ts)
             value = enc.encode(ev.raw, ev.offset, tj, ev.truncated, ev.lines)
             if len(value) > limit:
-                value = self.fit(ev, now if ts is None else ts, value, limit)
+                value = self.fit(enc, ev, tj, value, limit)
                 truncated += 1
             elif ev.truncated:
                 truncated += 1
@@ -270,29 +270,21 @@ class Agent:
             fields=ev.fields, agent_version=__version__)
         return enc
 
-    def encode(self, ev: Any, message: str, ts: float, truncated: bool) -> bytes:
-        return encode_record(
-            message=message, timestamp=ts, host_name=self.hostname, host_ip=self.ip,
-            path=ev.path, offset=ev.offset, file_identity=ev.source_id, fields=ev.fields,
-            agent_version=__version__, truncated=truncated,
-            multiline_lines=ev.lines if ev.lines > 1 else None,
-            event_id=event_id(self.ip, ev.source_id, ev.offset),
-        )
-
-    def fit(self, ev: Any, ts: float, value: bytes, limit: int) -> bytes:
+    def fit(self, enc: SourceEncoder, ev: Any, ts_json: bytes, value: bytes, limit: int) -> bytes:
         """Cut a line whose record is over Kafka's size limit, and mark it truncated.
 
         ``max_line_bytes`` bounds the raw line, but Kafka bounds the JSON record, which can be
         far larger (NUL becomes ``\\u0000``, 6 bytes). Refused by librdkafka, such a line would
         stop the file forever; cut to fit, it is shipped and flagged like any over-long line.
         """
-        message = ev.message
-        while len(value) > limit and message:
-            message = message[: int(len(message) * (limit / len(value)) * 0.95)]
-            value = self.encode(ev, message, ts, True)
-        log.warning("a line of %s at offset %d makes a Kafka record over %d bytes: cut to %d characters and "
+        raw = ev.raw
+        while len(value) > limit and raw:
+            # (a cut inside a UTF-8 sequence becomes U+FFFD, as at max_line_bytes)
+            raw = raw[: int(len(raw) * (limit / len(value)) * 0.95)]
+            value = enc.encode(raw, ev.offset, ts_json, True, ev.lines)
+        log.warning("a line of %s at offset %d makes a Kafka record over %d bytes: cut to %d bytes and "
                     "marked truncated (raise [kafka] producer.message.max.bytes and the topic's max.message.bytes "
-                    "to keep such lines whole)", ev.path, ev.offset, limit, len(message))
+                    "to keep such lines whole)", ev.path, ev.offset, limit, len(raw))
         return value
 
     def handle_deliveries(self, deliveries: tuple[list, list]) -> None:

@@ -140,6 +140,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
 
 # ------------------------------------------------------------------------------ names
 @pytest.fixture
+def etcd(stack: StackHandle) -> Iterator:
+    """A client of the session's etcd cluster (all three members), closed after the test."""
+    from logferry.etcd import EtcdClient
+
+    client = EtcdClient(stack.etcd_endpoints)
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def unique() -> str:
     """A short unique suffix, so tests never see each other's topics, indices or keys."""
     return uuid.uuid4().hex[:10]

@@ -23,13 +23,6 @@ from logferry.etcd import EtcdClient
 
 
 @pytest.fixture
-def etcd(stack: StackHandle):
-    client = EtcdClient(stack.etcd_endpoints)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def prefix(unique: str) -> str:
     return f"/it-{unique}"
 

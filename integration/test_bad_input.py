@@ -68,13 +68,6 @@ MIB = 1 << 20
 
 # ------------------------------------------------------------------------------------ fixtures
 @pytest.fixture
-def etcd(stack: StackHandle) -> Iterator[EtcdClient]:
-    client = EtcdClient(stack.etcd_endpoints)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def prefix(unique: str) -> str:
     return f"/bad-{unique}"
 

@@ -37,13 +37,6 @@ BAD = [{"path": "/var/log/app/*.log", "topic": "app"},
 
 
 @pytest.fixture
-def etcd(stack: StackHandle):
-    client = EtcdClient(stack.etcd_endpoints)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def prefix(unique: str, etcd: EtcdClient):
     p = f"/it-ctl-{unique}"
     yield p

@@ -96,13 +96,6 @@ class TransferProcess:
 
 # ------------------------------------------------------------------------------ fixtures
 @pytest.fixture
-def etcd(stack: StackHandle) -> Iterator[EtcdClient]:
-    client = EtcdClient(stack.etcd_endpoints)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def prefix(unique: str) -> str:
     return f"/it-{unique}"
 

@@ -89,9 +89,14 @@ def test_memoised_index_names_equal_index_name() -> None:
                 assert _index_for(cfg, "app", ts) == index_name(cfg, "app", ts), (cfg.index, ts)
 
 
-def test_fast_decode_accepts_and_refuses_exactly_what_decode_record_does() -> None:
+def test_decode_record_accepts_and_refuses_exactly_what_json_loads_did(monkeypatch) -> None:
+    """decode_record parses with a decoder built once and a one-scan fast path; json.loads(...,
+    parse_constant=…) built a decoder per call. Verdicts and reasons must not change."""
+    import logferry.envelope as envelope_module
     from logferry.envelope import EnvelopeError, decode_record
-    from transfer.records import _decode
+
+    def per_call(text: str) -> object:
+        return json.loads(text, parse_constant=envelope_module._reject_constant)
 
     good = envelope()
     doc = json.loads(good)
@@ -110,13 +115,20 @@ def test_fast_decode_accepts_and_refuses_exactly_what_decode_record_does() -> No
         json.dumps({**doc, "event": {"id": "\ud83d\ude00" * 129}}).encode(), b"[" * 100000 + b"]" * 100000,
         json.dumps(doc, indent=2).encode(),
     ]
-    for raw in cases:
+    def verdict(raw: bytes) -> object:
         try:
-            want: object = decode_record(raw)
+            return decode_record(raw)
         except EnvelopeError as e:
-            want = ("refused", e.reason)
-        try:
-            got: object = _decode(raw)
-        except EnvelopeError as e:
-            got = ("refused", e.reason)
-        assert got == want, raw[:80]
+            return ("refused", e.reason)
+
+    got = [verdict(raw) for raw in cases]
+    with monkeypatch.context() as m:
+        m.setattr(envelope_module, "_parse", per_call)
+        want = [verdict(raw) for raw in cases]
+    for raw, g, w in zip(cases, got, want, strict=True):
+        assert g == w, raw[:80]
+    # the event.id length limit is in bytes (512), whatever the characters
+    ids = {"x" * 512: True, "é" * 256: True, "é" * 257: False, "\ud83d\ude00" * 128: True,
+           "\ud83d\ude00" * 129: False}
+    for eid, ok in ids.items():
+        assert isinstance(verdict(json.dumps({**doc, "event": {"id": eid}}).encode()), dict) is ok, len(eid)

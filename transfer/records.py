@@ -4,20 +4,12 @@
 bulk lines (action + document, NDJSON) are built right away, so a retried bulk re-sends the same
 bytes without serialising again. Anything else becomes a :class:`DeadLetter` with the reason;
 the original bytes travel along unchanged either way.
-
-This is the transfer's hottest code (once per document, on the main thread). Parsing the value is
-most of it, so :func:`_decode` parses with one prebuilt decoder instead of ``json.loads(...,
-parse_constant=...)``, which builds a new decoder and scanner for every call: measured on the
-bench's envelopes, about half the cost per record. It accepts exactly what
-``logferry.envelope.decode_record`` accepts; anything it is not sure of goes to
-``decode_record`` itself, which gives the reason for the dead-letter topic.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from json.encoder import encode_basestring_ascii as _esc  # type: ignore[attr-defined]
 from typing import Any
 
@@ -27,17 +19,6 @@ from logferry.schema import SchemaError, TransferConfig, index_name
 __all__ = ["DeadLetter", "IndexItem", "Source", "action_line", "document_line", "prepare"]
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(name)  # NaN, Infinity: decode_record says why
-
-
-#: The C scanner of a decoder built once (``decode_record``'s ``json.loads(..., parse_constant=…)``
-#: builds one per call). It parses one JSON value starting exactly at the index given.
-_scan_once = json.JSONDecoder(parse_constant=_refuse_constant).scan_once
-#: ``_id`` limit of Elasticsearch (512 bytes); an id of at most 128 characters is under it in any encoding
-_SAFE_ID_CHARS = 128
 
 
 @dataclass(slots=True)
@@ -100,29 +81,6 @@ def action_line(index: str, doc_id: str) -> bytes:
 _action_heads: dict[str, bytes] = {}
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
-    """``decode_record(raw)``, faster on the common case (a compact, valid envelope).
-
-    The checks are ``decode_record``'s; whenever one fails, or the text is anything but exactly
-    one JSON value, ``decode_record`` runs on the same bytes and raises the reason (or, should it
-    accept what this path doubted, returns its document).
-    """
-    try:
-        text = raw.decode("utf-8")
-        doc, end = _scan_once(text, 0)
-        if end == len(text) and type(doc) is dict:
-            message, ts, event = doc.get("message"), doc.get("@timestamp"), doc.get("event")
-            if type(message) is str and type(ts) is str and type(event) is dict:
-                eid = event.get("id")
-                if type(eid) is str and eid and (len(eid) <= _SAFE_ID_CHARS or
-                                                  len(eid.encode("utf-8", "surrogatepass")) <= 512):
-                    datetime.fromisoformat(ts)
-                    return doc
-    except Exception:  # not UTF-8, not JSON, a NaN, a bad timestamp…: decode_record says which
-        pass
-    return decode_record(raw)
-
-
 def document_line(raw: bytes, doc: dict[str, Any]) -> bytes:
     """The document as one NDJSON line.
 
@@ -161,7 +119,7 @@ def prepare(src: Source, cfg: TransferConfig) -> IndexItem | DeadLetter:
     if raw is None:
         return DeadLetter(src, "not a logferry record: empty value (tombstone)", "invalid_record")
     try:
-        doc = _decode(raw)
+        doc = decode_record(raw)
     except EnvelopeError as e:
         return DeadLetter(src, str(e), "invalid_record")
     try:

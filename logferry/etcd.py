@@ -827,6 +827,7 @@ class Watch:
         self._range_end = aetcd_utils.prefix_range_end(self._raw) if prefix else None
         self._task: asyncio.Task[None] | None = None
         self._call: Any = None
+        self._stopped = False  # set by cancel(): nothing reaches the sink after it
 
     def _start(self) -> None:
         first_attempt: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -840,9 +841,15 @@ class Watch:
             first_attempt.result(self.client.timeout_s)
 
     def cancel(self) -> None:
-        """Stop watching; no event is put into the sink after this returns."""
+        """Stop watching; no event is put into the sink after this returns.
+
+        The promise is kept by a flag that ``_emit`` checks, not by waiting: a stream that takes
+        longer than ``timeout_s`` to unwind (a loaded host, a slow member) must not turn a caller's
+        clean shutdown into a TimeoutError. It is still waited for up to ``timeout_s``.
+        """
         if self.client._closed or self._task is None:
             return
+        self._stopped = True
 
         async def stop() -> None:
             assert self._task is not None
@@ -850,10 +857,15 @@ class Watch:
             await asyncio.gather(self._task, return_exceptions=True)
             self.client._watches.discard(self)
 
-        self.client._submit(stop()).result(self.client.timeout_s)
+        try:
+            self.client._submit(stop()).result(self.client.timeout_s)
+        except concurrent.futures.TimeoutError:
+            log.info("etcd watch on %s: still unwinding after %.0fs; it delivers nothing more", self.key,
+                     self.client.timeout_s)
 
     def _emit(self, kind: WatchKind, key: str, value: bytes | None, rev: int, detail: str = "") -> None:
-        self.sink.put_nowait(WatchEvent(kind, key, value, rev, detail))
+        if not self._stopped:
+            self.sink.put_nowait(WatchEvent(kind, key, value, rev, detail))
 
     async def _run(self, first_attempt: concurrent.futures.Future[None]) -> None:
         loop = asyncio.get_running_loop()

@@ -40,7 +40,8 @@ from logferry.etcd import EtcdClient, EtcdError, LeaseKeeper, WatchEvent
 from .collectlist import CollectList
 from .hostip import host_ip
 from .metrics import AgentMetrics
-from .producer import KafkaSink
+from .producer import KafkaSink, refusal_reason
+from .refusals import Refusals
 from .registry import Registry, RegistryCorruptError
 from .stamps import StampJournal
 from .tailer import TailManager
@@ -50,7 +51,6 @@ log = logging.getLogger("logagent")
 DEFAULT_CONFIG = "/etc/logferry/logagent.ini"
 #: how long SIGTERM waits for Kafka to acknowledge what is in flight (systemd's TimeoutStopSec is above)
 SHUTDOWN_FLUSH_S = 15.0
-RESEND_BACKOFF_S = 1.0
 
 
 class Agent:
@@ -84,7 +84,7 @@ class Agent:
         self.etcd_state = "connecting"
         self.last_error: str | None = None
         self._status_doc = b"{}"
-        self._resend: list[tuple[float, Any]] = []
+        self.refusals = Refusals()  # records Kafka refused for good, held per file (agent/refusals.py)
         self._encoders: dict[str, SourceEncoder] = {}  # source_id -> its encoder (and Kafka key)
         self.etcd: EtcdClient | None = None
         self.watch = None
@@ -126,6 +126,7 @@ class Agent:
             if self.last_error and "collect list" in self.last_error:
                 self.last_error = None  # a refused (or unreachable) list was replaced by a good one
             self.tail.set_inputs(self.collect.applied.inputs)
+            self.retarget_refused()
             log.info("collect list of revision %d applied: %d input(s) %s", revision,
                      len(self.collect.applied.inputs), [i.path for i in self.collect.applied.inputs])
         else:
@@ -162,6 +163,17 @@ class Agent:
             self.etcd_state = "connected"
             self.apply_list(latest.value if latest.kind == "put" else None, latest.mod_revision)
 
+    def retarget_refused(self) -> None:
+        """A new collect list: drop held records no input reads any more, move a changed topic's."""
+        if not self.refusals.files:
+            return
+        lines, moved = self.refusals.retarget(self.tail.topic_of, time.monotonic())
+        for line in lines:
+            log.info("%s", line)
+        self.tail.paused = set(self.refusals.files)
+        if moved:
+            self.resend_due()
+
     # ----------------------------------------------------------------- status
     def note_error(self, msg: str) -> None:
         self.last_error = msg
@@ -178,6 +190,9 @@ class Agent:
         self.metrics.files_tracked.set(len(files))
         self.metrics.lag_bytes.set(sum(f.get("lag_bytes", 0) for f in files))
         applied = self.collect.applied
+        held = self.refusals.held_lines()
+        self.metrics.blocked_files.set(len(self.refusals.files))
+        self.metrics.held_lines.set(held)
         doc = {
             "hostname": self.hostname,
             "ip": self.ip,
@@ -190,10 +205,14 @@ class Agent:
                        "error": self.collect.last_error},
             "etcd": self.etcd_state,
             "kafka": {"inflight_lines": self.sink.inflight_count, "inflight_bytes": self.sink.inflight_bytes,
-                      "last_error": self.sink.last_error},
+                      "held_lines": held, "held_bytes": self.refusals.nbytes,
+                      "last_error": self.sink.last_error,
+                      "blocked": self.refusals.status(time.monotonic())},
             "files": files,
             "counters": self.metrics.summary(),
-            "last_error": self.collect.last_error or self.last_error,
+            "last_error": self.collect.last_error
+            or (f"kafka refuses the lines of {self.refusals.describe()}" if self.refusals.files else None)
+            or self.last_error,
         }
         self._status_doc = json.dumps(doc, separators=(",", ":")).encode()
         if force and self.lease is not None:
@@ -292,25 +311,53 @@ class Agent:
         if acked:
             self.tail.ack_many([(ev.identity, ev.next_offset) for ev in acked])
             self.metrics.lines_sent.inc(len(acked))
+            if self.refusals.files:
+                self._probes_accepted(acked)
         if failed:
-            now = time.monotonic()
+            # Not acknowledged: the file offset stays before these lines. They are held (per
+            # file, reading that file paused) and retried by a probe with a growing backoff.
+            now, wall = time.monotonic(), time.time()
+            refused = self.refusals.refused
             for d in failed:
-                # Not acknowledged: the offset stays, the same record is produced again later.
                 ev = d.token
-                self.metrics.send_failures.inc()
-                self.note_error(f"kafka refused a line of {ev.path} for topic {ev.topic}: {d.error.str()}; "
-                                "retrying (the file offset does not move past it)")
-                self._resend.append((now + RESEND_BACKOFF_S, (ev, d.value)))
+                line = refused(ev.source_id, ev.path, ev.topic, refusal_reason(d.error), ev,
+                               d.value, now, wall)
+                if line is not None:
+                    log.warning("%s", line)
+            self.metrics.send_failures.inc(len(failed))
+            self.tail.paused = set(self.refusals.files)
+
+    def _probes_accepted(self, acked: list) -> None:
+        now = time.monotonic()
+        resumed = False
+        for ev in acked:
+            if ev.source_id in self.refusals.files:
+                records, line = self.refusals.accepted(ev, now)
+                if line is not None:
+                    log.info("%s", line)
+                    resumed = True
+                    self._produce_again(records)
+        if resumed:
+            self.tail.paused = set(self.refusals.files)
+            self.refresh_status(force=True)
+
+    def _produce_again(self, records: list[tuple[Any, bytes]]) -> None:
+        produce = self.sink.produce
+        for ev, value in records:
+            produce(ev.topic, source_key(self.ip, ev.source_id), value, ev)
+        self.metrics.retries.inc(len(records))
 
     def resend_due(self) -> None:
-        if not self._resend:
+        """Produce the probe of each held file whose backoff ran out; log the summary when due."""
+        if not self.refusals.files:
             return
         now = time.monotonic()
-        due = [t for when, t in self._resend if when <= now]
-        self._resend = [(when, t) for when, t in self._resend if when > now]
-        for ev, value in due:
-            self.metrics.retries.inc()
-            self.sink.produce(ev.topic, source_key(self.ip, ev.source_id), value, ev)
+        due = self.refusals.due(now)
+        if due:
+            self._produce_again(due)
+        summary = self.refusals.summary(now)
+        if summary is not None:
+            log.warning("%s", summary)
 
     def save_registry(self) -> None:
         """Save the offsets, then drop the stamps of lines that can no longer be read again."""
@@ -326,7 +373,10 @@ class Agent:
         last_save = last_status = time.monotonic()
         while not self.stopping.is_set():
             self.drain_watch()
-            budget = a.max_inflight_bytes - self.sink.inflight_bytes
+            # Records held for a refusing topic are memory too: they count against the cap, but
+            # for at most half of it, so that the files whose topics take their lines go on.
+            budget = (a.max_inflight_bytes - self.sink.inflight_bytes
+                      - min(self.refusals.nbytes, a.max_inflight_bytes // 2))
             read_any = False
             if budget > 0:
                 self.metrics.backpressure.set(0)
@@ -360,7 +410,7 @@ class Agent:
         deadline = time.monotonic() + SHUTDOWN_FLUSH_S
         while self.sink.inflight_count and time.monotonic() < deadline:
             self.handle_deliveries(self.sink.poll(0.1))
-        left = self.sink.inflight_count
+        left = self.sink.inflight_count + self.refusals.held_lines()
         self.save_registry()
         self.stamps.close()
         self.tail.close()

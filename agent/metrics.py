@@ -24,6 +24,9 @@ class AgentMetrics:
         self.inflight_lines = Gauge("logagent_inflight_lines", "Lines produced but not yet acknowledged", registry=r)
         self.files_tracked = Gauge("logagent_files", "Files currently harvested", registry=r)
         self.lag_bytes = Gauge("logagent_lag_bytes", "Bytes in files not yet acknowledged", registry=r)
+        self.blocked_files = Gauge("logagent_blocked_files", "Files paused because Kafka refuses their records",
+                                   registry=r)
+        self.held_lines = Gauge("logagent_held_lines", "Lines Kafka refused, held for a retry", registry=r)
         self.backpressure = Gauge("logagent_backpressure", "1 while reading is paused for Kafka", registry=r)
 
     def serve(self, address: str) -> None:

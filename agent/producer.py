@@ -8,8 +8,8 @@ away the records wait in librdkafka's queue, and the agent stops *reading* once
 length, and nothing is dropped.
 
 A delivery that still fails (a permanent per-message error such as an unknown topic with
-auto-creation off, or authorisation) is handed back to the caller as a failure; the agent
-re-sends it after a backoff, so such lines are delayed and reported, never lost.
+auto-creation off, or authorisation) is handed back to the caller as a failure; the agent holds
+it and pauses that file (agent/refusals.py), so such lines are delayed and reported, never lost.
 """
 
 from __future__ import annotations
@@ -47,6 +47,32 @@ DEFAULTS = {
     "reconnect.backoff.max.ms": "5000",
     "statistics.interval.ms": "0",
 }
+
+
+#: what to do about a refusal, by librdkafka error code (the rest show Kafka's own text)
+_REFUSAL_HINTS = {
+    KafkaError.MSG_SIZE_TOO_LARGE: "a record is over the topic's max.message.bytes: raise the "
+                                   "topic's max.message.bytes, or lower [kafka] producer.message.max.bytes so "
+                                   "long lines are cut",
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "this agent's Kafka user may not write to the topic: grant it WRITE "
+                                           "on the topic, or change the topic in the collect list",
+    KafkaError.UNKNOWN_TOPIC_OR_PART: "the topic does not exist and the brokers do not create topics: create "
+                                      "it, or change the topic in the collect list",
+    KafkaError._UNKNOWN_TOPIC: "the topic does not exist and the brokers do not create topics: create it, or "
+                               "change the topic in the collect list",
+    KafkaError.TOPIC_EXCEPTION: "the topic name is invalid: fix it in the collect list",
+}
+
+
+def refusal_reason(err: KafkaError) -> str:
+    """One line for a refused record: Kafka's words, then what the operator can do.
+
+    The same for every record refused for the same cause (no sizes or offsets in it): the agent
+    logs once per file and reason.
+    """
+    hint = _REFUSAL_HINTS.get(err.code())
+    text = f"{err.str()} ({err.name()})"
+    return f"{text}: {hint}" if hint else text
 
 
 @dataclass(slots=True)

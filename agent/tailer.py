@@ -684,6 +684,9 @@ class TailManager:
         self._more = False
         self._finished_some = False
         self._must_save = False
+        #: sources (``Event.source_id``) not to read for now: Kafka refuses their records
+        #: (agent/refusals.py); the caller sets it, reading resumes when it is taken out
+        self.paused: set[str] = set()
         self._inotify: Any = None
         self._watches: dict[str, int] = {}
         self._wd_dirs: dict[int, str] = {}
@@ -793,6 +796,13 @@ class TailManager:
                 log.error("registry %s: cannot save (%s); will retry", self.registry.path, e)
         return events
 
+    def topic_of(self, source_id: str) -> str | None:
+        """The topic the file with this ``source_id`` is read for now; None if no input reads it."""
+        for f in self._files.values():
+            if f.source == source_id and f.input is not None:
+                return f.input.topic
+        return None
+
     def ack(self, identity: str, next_offset: int) -> bool:
         """Kafka acknowledged the event (``event.identity``, ``event.next_offset``).
 
@@ -831,7 +841,10 @@ class TailManager:
             return True
         now = time.monotonic()
         deadline = min(now + max(0.0, timeout_s), self._next_scan)
+        paused = self.paused
         for f in self._files.values():
+            if paused and f.source in paused:
+                continue  # not read now: its partial line waits for bytes we do not read yet
             d = f.harv.flush_deadline()
             if d is not None and d < deadline:
                 deadline = d
@@ -1134,8 +1147,9 @@ class TailManager:
 
     def _read_round_robin(self, budget: int, now: float, events: list[Event]) -> int:
         """Read open files in turn, a fair share each, until the budget is spent; returns what is left."""
+        paused = self.paused
         active = [f for f in self._files.values()
-                  if f.harv.is_open and f.input is not None and self._may_read(f)]
+                  if f.harv.is_open and f.input is not None and self._may_read(f) and f.source not in paused]
         n = len(active)
         if not n:
             return budget

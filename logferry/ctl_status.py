@@ -259,7 +259,13 @@ def agent_lines(h: HostView, now: datetime, *, before: dict[str, Any] | None = N
     k = st.get("kafka") if isinstance(st.get("kafka"), dict) else {}
     out.append(f"  kafka     in flight {fmt_count(k.get('inflight_lines'))} line(s), "
                f"{fmt_bytes(k.get('inflight_bytes'))}"
+               + (f", held for a retry {fmt_count(k.get('held_lines'))} line(s)" if k.get("held_lines") else "")
                + (f"; last error: {k['last_error']}" if k.get("last_error") else ""))
+    for b in k.get("blocked") or []:
+        if isinstance(b, dict):
+            out.append(f"  BLOCKED   {b.get('path')} → topic {b.get('topic')}: {fmt_count(b.get('lines'))} line(s) "
+                       f"held, {b.get('retries', 0)} retries, next in {b.get('next_retry_s', '?')}s; "
+                       f"reading paused: {b.get('reason')}")
     counters = st.get("counters") if isinstance(st.get("counters"), dict) else {}
     r, over = rates(before, st, now)
     if counters:

@@ -1092,7 +1092,12 @@ class LeaseKeeper:
                 self.lease_id = None
                 self.registered = False
 
-        self.client._run(f"stop lease keeper of {self.key}", halt())
+        try:
+            self.client._run(f"stop lease keeper of {self.key}", halt())
+        except EtcdError as e:
+            # Stopping must not fail a clean shutdown: the key expires with its lease's TTL.
+            log.warning("etcd: could not stop the lease keeper of %s cleanly (%s); the key expires by "
+                        "its TTL", self.key, e)
 
     def _value(self) -> bytes:
         try:

@@ -122,6 +122,15 @@ def test_agent_lines() -> None:
     err = host(status=agent_doc(last_error="kafka refused a line", files=[{"path": "/x", "error": "/x: EACCES"}]))
     text = "\n".join(agent_lines(err, NOW))
     assert "error     kafka refused a line" in text and "ERROR" in text
+    blocked = agent_doc(kafka={"inflight_lines": 1, "inflight_bytes": 300, "held_lines": 2500, "held_bytes": 9000,
+                               "last_error": None,
+                               "blocked": [{"path": "/var/log/big.log", "topic": "small", "lines": 2500,
+                                            "bytes": 9000, "retries": 4, "next_retry_s": 7.5,
+                                            "reason": "Broker: Message size too large (MSG_SIZE_TOO_LARGE)"}]})
+    text = "\n".join(agent_lines(host(status=blocked), NOW))
+    assert "held for a retry 2,500 line(s)" in text
+    assert ("BLOCKED   /var/log/big.log → topic small: 2,500 line(s) held, 4 retries, next in 7.5s; "
+            "reading paused: Broker: Message size too large") in text
     down = "\n".join(agent_lines(host(status=None), NOW))
     assert down.startswith("HOST 10.0.0.5: no live agent") and "revision 7" in down
 

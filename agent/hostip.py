@@ -1,6 +1,6 @@
 """Which IP this host is known by: the key of its collect list in etcd.
 
-DESIGN.md: the source address the kernel picks for a UDP "connect" to the first etcd endpoint.
+docs/design.md: the source address the kernel picks for a UDP "connect" to the first etcd endpoint.
 A UDP connect sends no packet; it only asks the routing table, so this works before etcd
 answers and picks the interface an operator would name in the inventory.
 """

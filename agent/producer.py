@@ -1,6 +1,6 @@
 """The Kafka side of logagent: produce lines, report which ones Kafka acknowledged.
 
-Delivery contract (DESIGN.md): a file's offset moves only past lines Kafka acknowledged with
+Delivery contract (docs/design.md): a file's offset moves only past lines Kafka acknowledged with
 acks=all, through an idempotent producer, so librdkafka's own retries can neither reorder nor
 duplicate within a partition. ``message.timeout.ms`` is 0 (never give up): while the broker is
 away the records wait in librdkafka's queue, and the agent stops *reading* once

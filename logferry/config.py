@@ -429,7 +429,7 @@ _NAMED_KAFKA_KEYS = {
     "ssl.key.location": "ssl_key_location", "ssl.key.password": "ssl_key_password",
     "compression.type": "compression", "compression.codec": "compression",
 }
-# librdkafka keys the no-loss/no-duplicate design depends on (DESIGN.md, Delivery).
+# librdkafka keys the no-loss/no-duplicate design depends on (docs/design.md, Delivery).
 _FIXED_KAFKA_KEYS = {
     "producer.acks": "acks=all", "producer.request.required.acks": "acks=all",
     "producer.enable.idempotence": "an idempotent producer",

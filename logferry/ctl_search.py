@@ -8,7 +8,7 @@ candidate names are resolved and kept only when they match the pattern with that
 
 Order and follow: hits are sorted on ``@timestamp``, then ``log.offset`` (lines of one file read in
 the same millisecond keep their order), then ``event.id`` (which is the document ``_id``, see
-DESIGN.md; Elasticsearch 8 refuses to sort on ``_id`` itself). ``--follow`` polls every second
+docs/design.md; Elasticsearch 8 refuses to sort on ``_id`` itself). ``--follow`` polls every second
 with ``search_after`` on those. Because agents stamp lines when they read
 them and the transfer indexes them a little later, a line can become visible after a newer one;
 each poll therefore looks back ``--lookback`` seconds before the newest line seen and skips the

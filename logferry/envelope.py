@@ -1,4 +1,4 @@
-"""The Kafka record between agent and transfer (DESIGN.md, "Kafka record").
+"""The Kafka record between agent and transfer (docs/design.md, "Kafka record").
 
 Key: ``source_key`` — host IP and file identity — so one file's lines share a partition and stay
 in order. Value: one ECS-shaped JSON object per line, UTF-8::
@@ -78,7 +78,7 @@ def event_id(host_ip: str, file_identity: str, offset: int) -> str:
     It depends only on where the line is (host, file identity, byte offset of the line's first
     byte), never on when it was read, so a line the agent re-sends after a crash gets the same id
     and overwrites its earlier copy in Elasticsearch instead of duplicating it. A host whose IP
-    changes starts a new id space; that is the price of keying hosts by IP as DESIGN.md does.
+    changes starts a new id space; that is the price of keying hosts by IP as docs/design.md does.
     """
     data = f"{host_ip}\x00{file_identity}\x00{operator.index(offset):d}"
     return hashlib.blake2b(data.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()

@@ -1,7 +1,7 @@
 """The synchronous face of etcd for logagent, logtransfer and logctl.
 
 The daemons and the CLI are synchronous programs; the etcd client we chose (``aetcd``, see
-DESIGN.md "Libraries") is asyncio. So one :class:`EtcdClient` owns ONE background thread that runs
+docs/design.md "Libraries") is asyncio. So one :class:`EtcdClient` owns ONE background thread that runs
 its own event loop; blocking methods hand a coroutine to that loop (``run_coroutine_threadsafe``)
 and wait for it with a deadline. Watches and lease keepers are tasks on the same loop (no extra
 threads) and hand what they see to the daemon's main loop through a thread-safe ``queue.Queue``.

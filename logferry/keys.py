@@ -1,4 +1,4 @@
-"""The etcd key layout of DESIGN.md, in one place.
+"""The etcd key layout of docs/design.md, in one place.
 
 The agent, the transfer, logctl and the Ansible seeding must all spell keys the same way, and an
 IPv6 address can be written many ways (``2001:DB8::1``, ``2001:db8:0::1``), so every ``<ip>`` goes

@@ -1,4 +1,4 @@
-"""Which Kafka offsets may be committed: the delivery rule of DESIGN.md, per partition.
+"""Which Kafka offsets may be committed: the delivery rule of docs/design.md, per partition.
 
 An offset ``N`` is committed for a partition only when every record of that partition below
 ``N`` that this transfer consumed is settled: in Elasticsearch, or in the dead-letter topic.

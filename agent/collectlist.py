@@ -37,6 +37,7 @@ class CollectList:
         self.applied = Applied(inputs=[], revision=0, source="none")
         self.last_error: str | None = None
         self.rejected_revision: int | None = None
+        self.save_error: OSError | None = None  # the last good list could not be saved (disk)
 
     def load_saved(self) -> Applied | None:
         """The list saved by an earlier run, or None (missing or unreadable: say so in the log)."""
@@ -65,7 +66,11 @@ class CollectList:
         self.applied = Applied(inputs=inputs, revision=revision, source="etcd")
         self.last_error = None
         self.rejected_revision = None
-        self._save()
+        try:
+            self._save()
+            self.save_error = None
+        except OSError as e:  # disk full or read-only: the list applies anyway, the agent reports it
+            self.save_error = e
         return True
 
     def _save(self) -> None:

@@ -38,6 +38,7 @@ from logferry.envelope import SourceEncoder, source_key, timestamp_json
 from logferry.etcd import EtcdClient, EtcdError, LeaseKeeper, WatchEvent
 
 from .collectlist import CollectList
+from .diskstate import DiskState
 from .hostip import host_ip
 from .metrics import AgentMetrics
 from .producer import KafkaSink, refusal_reason
@@ -67,6 +68,7 @@ class Agent:
         self.collect_key = self.keys.agent_collect(self.ip)
         self.metrics = AgentMetrics()
         self.collect = CollectList(self.data_dir)
+        self.disk = DiskState(str(self.data_dir))
         self.registry = Registry(self.data_dir / "registry.json")
         self.registry.load()
         self.stamps = StampJournal(self.data_dir / "stamps.journal")
@@ -77,6 +79,7 @@ class Agent:
             close_inactive_s=a.close_inactive_s,
             max_open_files=a.max_open_files,
         )
+        self.tail.on_save_error = lambda e: self.save_failed("registry", self.registry.path, e)
         self.sink = KafkaSink(cfg.kafka.producer_config(), client_id=f"logagent-{self.hostname}")
         self.events: queue.Queue[WatchEvent] = queue.Queue()
         self.stopping = threading.Event()
@@ -123,6 +126,10 @@ class Agent:
         if revision and revision <= self.collect.applied.revision and self.collect.applied.source == "etcd":
             return  # already applied (a replay after a re-watch)
         if self.collect.offer(raw, revision):
+            if self.collect.save_error is not None:
+                self.save_failed("collect list", self.collect.path, self.collect.save_error)
+            else:
+                self.save_ok("collect list")
             if self.last_error and "collect list" in self.last_error:
                 self.last_error = None  # a refused (or unreachable) list was replaced by a good one
             self.tail.set_inputs(self.collect.applied.inputs)
@@ -174,6 +181,21 @@ class Agent:
         if moved:
             self.resend_due()
 
+    # ----------------------------------------------------------------- own files
+    def save_failed(self, what: str, path: Path, exc: OSError) -> None:
+        """A write to the data directory failed: keep going, say so (once a minute at most)."""
+        self.metrics.save_failures.inc()
+        line = self.disk.failed(what, str(path), exc)
+        if line is not None:
+            log.error("%s", line)
+            self.refresh_status(force=True)
+
+    def save_ok(self, what: str) -> None:
+        line = self.disk.ok(what)
+        if line is not None:
+            log.info("%s", line)
+            self.refresh_status(force=True)
+
     # ----------------------------------------------------------------- status
     def note_error(self, msg: str) -> None:
         self.last_error = msg
@@ -209,8 +231,9 @@ class Agent:
                       "last_error": self.sink.last_error,
                       "blocked": self.refusals.status(time.monotonic())},
             "files": files,
+            "disk": self.disk.status(),
             "counters": self.metrics.summary(),
-            "last_error": self.collect.last_error
+            "last_error": self.collect.last_error or self.disk.error
             or (f"kafka refuses the lines of {self.refusals.describe()}" if self.refusals.files else None)
             or self.last_error,
         }
@@ -239,7 +262,10 @@ class Agent:
                     span[1] = ev.next_offset
             stamps.append(ts)
         if fresh:
-            self.stamps.record(((src, a, b) for src, (a, b) in fresh.items()), now)
+            try:
+                self.stamps.record(((src, a, b) for src, (a, b) in fresh.items()), now)
+            except OSError as e:  # the stamps are kept in memory; only a crash would lose them
+                self.save_failed("stamp journal", self.stamps.path, e)
         now_json = timestamp_json(now)
         ts_json: dict[float, bytes] = {}  # replayed stamps
         limit = self.sink.max_value_bytes
@@ -360,9 +386,25 @@ class Agent:
             log.warning("%s", summary)
 
     def save_registry(self) -> None:
-        """Save the offsets, then drop the stamps of lines that can no longer be read again."""
-        if self.registry.save():
-            self.stamps.compact({e.source: e.offset for e in self.registry})
+        """Save the offsets, then drop the stamps of lines that can no longer be read again.
+
+        A full or read-only data directory is no reason to stop shipping: the offsets are in
+        memory, the save is tried again a second later, and the status says what a restart
+        now would send again.
+        """
+        try:
+            saved = self.registry.save()
+        except OSError as e:
+            self.save_failed("registry", self.registry.path, e)
+            return
+        self.save_ok("registry")
+        if saved:
+            try:
+                self.stamps.compact({e.source: e.offset for e in self.registry})
+            except OSError as e:
+                self.save_failed("stamp journal", self.stamps.path, e)
+                return
+            self.save_ok("stamp journal")
 
     def run(self) -> int:
         a = self.cfg.agent

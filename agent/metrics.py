@@ -24,6 +24,8 @@ class AgentMetrics:
         self.inflight_lines = Gauge("logagent_inflight_lines", "Lines produced but not yet acknowledged", registry=r)
         self.files_tracked = Gauge("logagent_files", "Files currently harvested", registry=r)
         self.lag_bytes = Gauge("logagent_lag_bytes", "Bytes in files not yet acknowledged", registry=r)
+        self.save_failures = Counter("logagent_save_failures", "Failed writes of the registry, stamp journal or "
+                                     "saved collect list (disk full, read-only)", registry=r)
         self.blocked_files = Gauge("logagent_blocked_files", "Files paused because Kafka refuses their records",
                                    registry=r)
         self.held_lines = Gauge("logagent_held_lines", "Lines Kafka refused, held for a retry", registry=r)

@@ -130,10 +130,14 @@ class StampJournal:
                 kept[source] = k
         self._ranges = kept
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("".join(out))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("".join(out))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk: leave the journal as it was, free what we took
+            raise
         self.close()
         os.replace(tmp, self.path)
         self._open()

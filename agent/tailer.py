@@ -687,6 +687,9 @@ class TailManager:
         #: sources (``Event.source_id``) not to read for now: Kafka refuses their records
         #: (agent/refusals.py); the caller sets it, reading resumes when it is taken out
         self.paused: set[str] = set()
+        #: called with the OSError when saving the registry fails (disk full, read-only); the
+        #: agent reports it once a minute (agent/diskstate.py) instead of a line per poll
+        self.on_save_error: Callable[[OSError], None] | None = None
         self._inotify: Any = None
         self._watches: dict[str, int] = {}
         self._wd_dirs: dict[int, str] = {}
@@ -793,7 +796,10 @@ class TailManager:
                 self.registry.save()
                 self._must_save = False
             except OSError as e:
-                log.error("registry %s: cannot save (%s); will retry", self.registry.path, e)
+                if self.on_save_error is not None:
+                    self.on_save_error(e)
+                else:
+                    log.error("registry %s: cannot save (%s); will retry", self.registry.path, e)
         return events
 
     def topic_of(self, source_id: str) -> str | None:

@@ -32,6 +32,8 @@ class LiveConfig:
         self.source: str | None = None  # "etcd" or "saved"
         self.rejected_revision: int | None = None
         self.error: str | None = None
+        #: the saved copy could not be written (disk full, read-only): shown in the status
+        self.save_error: str | None = None
 
     def offer(self, raw: bytes | None, revision: int) -> TransferConfig | None:
         """Consider a value of the key (None: deleted); returns the config to apply when it changed."""
@@ -83,9 +85,11 @@ class LiveConfig:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
+            self.save_error = None
         except OSError as e:
-            log.warning("cannot save the transfer config to %s (%s); a restart without etcd will wait for etcd",
-                        self.saved_path, e.strerror or e)
+            self.save_error = (f"cannot save the transfer config to {self.saved_path} ({e.strerror or e}); "
+                               "indexing goes on; a restart without etcd would wait for etcd: free space there")
+            log.warning("%s", self.save_error)
 
     def load_saved(self) -> TransferConfig | None:
         """The config saved by an earlier run, if there is a valid one (used when etcd is down at start)."""

@@ -248,7 +248,7 @@ class Transfer:
         # a fault going on now first, then the config refusal, then the most recent one that is over
         current = [f"{f.what}: {f.last_error}" for f in faults if f.active]
         over = sorted((f for f in faults if f.last_error and not f.active), key=lambda f: f.last_at, reverse=True)
-        last_error = next(iter(current), None) or self.live.error or self.last_error or next(
+        last_error = next(iter(current), None) or self.live.error or self.live.save_error or self.last_error or next(
             (f"{f.what}: {f.last_error} (over)" for f in over), None)
         lag_values = [v for v in self._lags.values() if v is not None]
         self.status.update({

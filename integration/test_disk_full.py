@@ -29,6 +29,7 @@ from integration.test_agent import (  # noqa: F401
 )
 from integration.test_transfer import (  # noqa: F401
     Feed,
+    es_count,
     index_pattern,
     indices,
     put_config,
@@ -87,8 +88,9 @@ def small_fs(tmp_path: Path):
         subprocess.run(["umount", "-l", str(d)], check=False)
 
 
-def test_full_then_read_only_data_dir_agent_keeps_shipping_and_recovers(stack, etcd, prefix, agents,  # noqa: F811
-                                                                        topic_factory, small_fs, tmp_path):
+def test_full_data_dir_agent_keeps_shipping_and_recovers(
+        stack, etcd, es, prefix, agents, topic_factory, small_fs, tmp_path, transfers, index_pattern,  # noqa: F811
+        indices):  # noqa: F811
     ip = "10.210.0.41"
     topic = topic_factory("disk")
     logs = tmp_path / "logs"
@@ -146,10 +148,18 @@ def test_full_then_read_only_data_dir_agent_keeps_shipping_and_recovers(stack, e
     wait_caught_up(etcd, prefix, ip, path, timeout=90)
     recs = wait_count(stack, topic, len(expected), timeout=120)
     assert_exactly(recs, expected)
+    # ... and in Elasticsearch, through a transfer: 20,000 documents, one per line
+    dlq = topic_factory("disk-dlq")
+    put_config(etcd, prefix, transfer_config([topic], index_pattern, dlq))
+    transfers("disk-t").start()
+    wait_for(lambda: es_count(es, indices) >= len(expected), 120, "the lines in Elasticsearch")
+    in_es = es_count(es, indices)
+    assert in_es == len(expected), f"{in_es} documents for {len(expected)} lines"
     log = agent.log_text()
     said = log.count("cannot save the")
     print(f"disk full: filler {filled} bytes; status: {full_status!r}\n"
-          f"{len(expected)} lines exactly once in Kafka after kill -9 and restart; 'cannot save' logged {said} times")
+          f"{len(expected)} lines exactly once in Kafka after kill -9 and restart, {in_es} documents in ES; "
+          f"'cannot save' logged {said} times")
     assert "Traceback" not in log
     assert said <= 8, f"'cannot save' logged {said} times: not rate-limited"
 

@@ -535,3 +535,36 @@ def test_two_transfers_in_one_group_one_killed_mid_stream(
     assert "Traceback" not in b.log_text()
     assert b.stop() == 0
 
+
+
+# ------------------------------------------------------------------------------ 18.4
+def test_restart_with_a_bad_config_in_etcd_goes_on_with_the_last_good_one(
+        stack, es, etcd, kafka_admin, topic_factory, transfers, prefix, unique, index_pattern, indices) -> None:
+    topic, dlq = topic_factory("lg", 1), topic_factory("lgdlq", 1)
+    put_config(etcd, prefix, transfer_config([topic], index_pattern, dlq))
+    group, tid = f"it-transfer-{unique}", f"lg-{unique}"
+    t = transfers("lg").start()
+    feed = Feed(stack, topic, f"lg{unique}")
+    feed.produce(200)
+    wait_committed(stack, kafka_admin, group, topic, 1, 200, 60, [t])
+    assert t.stop() == 0
+
+    # a reboot during a bad edit: the transfer starts with an invalid config in etcd
+    put_config(etcd, prefix, {"topics": "not-a-list"})
+    t2 = transfers("lg").start()  # same id and data dir: the saved config is there
+    feed.produce(300)
+    wait_committed(stack, kafka_admin, group, topic, 1, 500, 90, [t2])
+    assert_exactly(es, indices, feed.ids())
+    st = wait_for(lambda: status_of(etcd, prefix, tid), 30, "the transfer's status")
+    print(f"restart with a bad config: 500 of 500 indexed; status config {st['config']}")
+    assert st["config"]["source"] == "saved" and 'field "topics"' in st["config"]["error"]
+    assert "using the saved transfer config" in t2.log_text()
+
+    # a good config written later is applied as usual
+    put_config(etcd, prefix, transfer_config([topic], index_pattern, dlq, bulk_max_docs=1000))
+    wait_for(lambda: (status_of(etcd, prefix, tid) or {}).get("config", {}).get("source") == "etcd", 30,
+             "the good config applied")
+    feed.produce(100)
+    wait_committed(stack, kafka_admin, group, topic, 1, 600, 60, [t2])
+    assert_exactly(es, indices, feed.ids())
+    assert t2.stop() == 0

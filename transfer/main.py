@@ -162,6 +162,13 @@ class Transfer:
             new = self.live.offer(value, mod_rev)
             if value is not None and self.live.rejected_revision == mod_rev:
                 self.metrics.config_rejected.inc()
+                if self.live.current is None:
+                    # Starting with a bad config in etcd (a reboot during a bad edit): go on with
+                    # the last good one saved here, as the agent does with its collect list.
+                    new = self.live.load_saved()
+                    if new is not None:
+                        log.warning("transfer config in etcd refused at start; using the saved transfer config of "
+                                    "revision %d until a good one is written", self.live.revision)
             start_revision = header_rev + 1
         except EtcdError as exc:
             self.etcd_state = "unavailable"

@@ -88,8 +88,10 @@ class DiskState:
         tail = {"registry": f"lines acknowledged since {since} would be sent again after a restart",
                 "stamp journal": f"lines read since {since} may get a new @timestamp if sent again after a crash",
                 }.get(what, f"failing since {since}")
+        todo = (f"make {self.data_dir} writable again" if f.reason in ("read-only file system", "permission denied")
+                else f"free space in {self.data_dir}")
         return (f"cannot save the {what} to {self.data_dir}: {f.reason}; "
-                f"{'?' if free is None else free} bytes free; {tail}; free space in {self.data_dir}")
+                f"{'?' if free is None else free} bytes free; {tail}; {todo}")
 
     @property
     def error(self) -> str | None:

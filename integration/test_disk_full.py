@@ -1,10 +1,10 @@
 """logagent's own disk full or read-only (issue 22): it keeps shipping, says so, recovers.
 
 The agent's data directory is a small tmpfs. While a writer appends 20,000 lines, the tmpfs is
-filled to the last byte, then emptied, twice. The agent must stay up throughout, show the
-condition in its status within seconds, keep lines
-flowing, clear the error by itself, and after a kill -9 and a restart every line is in Kafka
-exactly once.
+filled to the last byte, then emptied, twice, then made read-only for a while. The agent must
+stay up throughout, show the condition in its status within seconds, keep lines flowing, clear
+the error by itself, and after a kill -9 and a restart every line is in Kafka exactly once (and
+in Elasticsearch, through a transfer).
 """
 
 from __future__ import annotations
@@ -133,10 +133,27 @@ def test_full_data_dir_agent_keeps_shipping_and_recovers(
         wait_count(stack, topic, len(expected), timeout=120)
         assert "cannot save the" in err() and agent.alive()
     wait_for(lambda: "cannot save the" not in err(), 60, "the disk error to clear again")
-    expected.update(w.write(4000))
+
+    # 4. the directory turns read-only for a while. (`mount -o remount,ro` of the tmpfs itself is
+    # refused, EBUSY, while the agent holds its stamp journal open for writing; a read-only bind
+    # mount over the directory makes every new write there fail with EROFS, as a file system
+    # the kernel remounted read-only after errors does.)
+    subprocess.run(["mount", "--bind", str(small_fs), str(small_fs)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(small_fs)], check=True)
+        expected.update(w.write(1000))
+        wait_for(lambda: "read-only file system" in err(), 60, "the read-only directory in the agent's status")
+        ro_status = err()
+        expected.update(w.write(1000))
+        wait_count(stack, topic, len(expected), timeout=120)
+        assert agent.alive()
+    finally:
+        subprocess.run(["umount", str(small_fs)], check=True)  # the bind mount on top only
+    wait_for(lambda: "cannot save the" not in err(), 60, "the read-only error to clear")
+    expected.update(w.write(2000))
     assert len(expected) == 20_000
 
-    # 4. kill -9 once the registry on disk holds the end of the file: a restart sends nothing twice
+    # 5. kill -9 once the registry on disk holds the end of the file: a restart sends nothing twice
     path = logs / "app.log"
     wait_caught_up(etcd, prefix, ip, path, timeout=90)
     size = path.stat().st_size
@@ -157,7 +174,7 @@ def test_full_data_dir_agent_keeps_shipping_and_recovers(
     assert in_es == len(expected), f"{in_es} documents for {len(expected)} lines"
     log = agent.log_text()
     said = log.count("cannot save the")
-    print(f"disk full: filler {filled} bytes; status: {full_status!r}\n"
+    print(f"disk full: filler {filled} bytes; status: {full_status!r}\nread-only: status: {ro_status!r}\n"
           f"{len(expected)} lines exactly once in Kafka after kill -9 and restart, {in_es} documents in ES; "
           f"'cannot save' logged {said} times")
     assert "Traceback" not in log

@@ -87,6 +87,8 @@ class Agent:
         self.etcd_state = "connecting"
         self.last_error: str | None = None
         self._status_doc = b"{}"
+        self._health: list[str] = ["starting"]  # reasons /health answers 503 (refresh_status)
+        self._last_ack = time.monotonic()
         self.refusals = Refusals()  # records Kafka refused for good, held per file (agent/refusals.py)
         self._encoders: dict[str, SourceEncoder] = {}  # source_id -> its encoder (and Kafka key)
         self.etcd: EtcdClient | None = None
@@ -238,8 +240,24 @@ class Agent:
             or self.last_error,
         }
         self._status_doc = json.dumps(doc, separators=(",", ":")).encode()
+        self._health = self.health_reasons()
         if force and self.lease is not None:
             self.lease.refresh()
+
+    def health_reasons(self) -> list[str]:
+        """What keeps lines from being delivered now (empty: healthy); /health answers 503 with it."""
+        reasons = []
+        if self.collect.applied.source == "none":
+            reasons.append(self.collect.last_error or "no collect list in force")
+        waited = time.monotonic() - self._last_ack
+        if self.sink.inflight_count and waited > 30:
+            reasons.append(f"kafka: no acknowledgement for {waited:.0f}s with {self.sink.inflight_count} line(s) "
+                           f"in flight ({self.sink.last_error or 'no error reported'})")
+        if self.refusals.files:
+            reasons.append(f"kafka refuses the lines of {self.refusals.describe()}")
+        if self.disk.failures:
+            reasons.append(self.disk.error or "")
+        return reasons
 
     # ----------------------------------------------------------------- data path
     def produce_events(self, events: list) -> None:
@@ -335,6 +353,7 @@ class Agent:
     def handle_deliveries(self, deliveries: tuple[list, list]) -> None:
         acked, failed = deliveries
         if acked:
+            self._last_ack = time.monotonic()
             self.tail.ack_many([(ev.identity, ev.next_offset) for ev in acked])
             self.metrics.lines_sent.inc(len(acked))
             if self.refusals.files:
@@ -408,7 +427,7 @@ class Agent:
 
     def run(self) -> int:
         a = self.cfg.agent
-        self.metrics.serve(a.metrics_address or "")
+        self.metrics.serve(a.metrics_address or "", lambda: self._health)
         log.info("logagent %s starting: host %s ip %s, collect key %s, data dir %s",
                  __version__, self.hostname, self.ip, self.collect_key, self.data_dir)
         self.connect_etcd()

@@ -6,7 +6,9 @@ interpreter without "duplicated timeseries" errors.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from logferry.httpstatus import HealthCheck, serve
 
 
 class AgentMetrics:
@@ -31,12 +33,11 @@ class AgentMetrics:
         self.held_lines = Gauge("logagent_held_lines", "Lines Kafka refused, held for a retry", registry=r)
         self.backpressure = Gauge("logagent_backpressure", "1 while reading is paused for Kafka", registry=r)
 
-    def serve(self, address: str) -> None:
-        """Serve /metrics on "host:port" (an empty address disables it)."""
+    def serve(self, address: str, health: HealthCheck) -> None:
+        """Serve /metrics and /health on "host:port" (an empty address disables it)."""
         if not address:
             return
-        host, _, port = address.rpartition(":")
-        start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=self.registry)
+        serve(address, self.registry, health)
 
     def summary(self) -> dict[str, float]:
         return {

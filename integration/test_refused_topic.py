@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from integration.agents import LineWriter, wait_for
 from integration.conftest import read_topic, topic_size
 from integration.test_agent import agents, assert_exactly, prefix, set_list, status, wait_count  # noqa: F401
+from integration.test_transfer import free_port, health, scrape
 
 CAP_MIB = 4
 
@@ -45,7 +46,8 @@ def test_refusing_topic_bounded_quiet_others_flow_and_removal_clears(stack, etcd
         good_entry = {"path": f"{app_dir}/*.log", "topic": good, "start_at": "beginning"}
         big_entry = {"path": f"{big_dir}/*.log", "topic": small, "start_at": "beginning"}
         set_list(etcd, prefix, ip, [good_entry])
-        agent = agents("refused", ip, max_inflight_bytes=f"{CAP_MIB}MiB").start()
+        metrics = f"127.0.0.1:{free_port()}"
+        agent = agents("refused", ip, max_inflight_bytes=f"{CAP_MIB}MiB", metrics_address=metrics).start()
         wait_for(lambda: (status(etcd, prefix, ip) or {}).get("config", {}).get("inputs") == 1, 60, "agent up")
         rss0 = agent.rss_mb()
 
@@ -87,6 +89,11 @@ def test_refusing_topic_bounded_quiet_others_flow_and_removal_clears(stack, etcd
         assert st["kafka"]["held_bytes"] <= 4 * (CAP_MIB << 20)
         assert "kafka refuses the lines of" in (st.get("last_error") or "")
         assert topic_size(stack, small) == 0
+        code, doc = health(metrics)
+        assert code == 503 and "kafka refuses the lines of" in doc["reasons"][0], (code, doc)
+        scraped = scrape(metrics)
+        assert scraped["logagent_blocked_files"] == 1 and scraped["logagent_held_lines"] > 0, scraped
+        assert scraped["logagent_lines_sent_total"] >= len(app_lines)
 
         # remove the entry: the refusal clears within seconds and the agent goes idle
         set_list(etcd, prefix, ip, [good_entry])
@@ -95,7 +102,9 @@ def test_refusing_topic_bounded_quiet_others_flow_and_removal_clears(stack, etcd
         cpu1 = cpu_seconds(agent.pid)
         time.sleep(5)
         idle_cpu = cpu_seconds(agent.pid) - cpu1
-        print(f"entry removed: refusal cleared; {idle_cpu:.2f} CPU-s in the next 5 s")
+        print(f"entry removed: refusal cleared; {idle_cpu:.2f} CPU-s in the next 5 s; /health {health(metrics)}")
+        assert health(metrics) == (200, {"status": "ok", "reasons": []})
+        assert scrape(metrics)["logagent_blocked_files"] == 0
         assert idle_cpu < 1.5, f"{idle_cpu:.2f} CPU-seconds in 5 s after the entry was removed"
 
         # nothing lost: the same file for a topic that takes it delivers every line exactly once

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -261,15 +262,26 @@ def free_port() -> int:
 
 
 def scrape(address: str) -> dict[str, float]:
-    """The Prometheus text of a transfer's /metrics, as {"name{labels}": value}."""
+    """A daemon's /metrics, parsed by prometheus_client's own parser: {"name{labels}": value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
     return out
+
+
+def health(address: str) -> tuple[int, dict]:
+    """A daemon's /health: (HTTP status, its JSON document)."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/health", timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 # ------------------------------------------------------------------------------ ES helpers
@@ -454,6 +466,7 @@ def test_mapping_conflict_and_non_json_go_to_the_dead_letter_topic_the_rest_is_i
     assert scraped['logtransfer_documents_failed_total{kind="rejected"}'] == 1
     assert scraped["logtransfer_bulk_seconds_count"] >= 1
     assert "logtransfer_consumer_lag_total" in scraped
+    assert health(metrics) == (200, {"status": "ok", "reasons": []})
     assert t.stop() == 0
 
 

@@ -112,6 +112,7 @@ class Transfer:
         self.etcd: EtcdClient | None = None
         self.watch: Any = None
         self.etcd_state = "connecting"
+        self._health: list[str] = ["starting"]  # reasons /health answers 503 (refresh_status)
         self.last_error: str | None = None
         self._lags: dict[tuple[str, int], int | None] = {}
         self._last_status = 0.0
@@ -258,6 +259,8 @@ class Transfer:
         last_error = next(iter(current), None) or self.live.error or self.live.save_error or self.last_error or next(
             (f"{f.what}: {f.last_error} (over)" for f in over), None)
         lag_values = [v for v in self._lags.values() if v is not None]
+        # /health: what stops delivery now (a new list each time: the HTTP thread reads it whole)
+        self._health = current + ([] if cfg is not None else [self.live.error or "no transfer config in force"])
         self.status.update({
             "config": {
                 "revision": self.live.revision, "source": self.live.source,
@@ -283,7 +286,7 @@ class Transfer:
     # ----------------------------------------------------------------- main loop
     def run(self) -> int:
         t = self.cfg.transfer
-        self.metrics.serve(t.metrics_address)
+        self.metrics.serve(t.metrics_address, lambda: self._health)
         log.info("logtransfer %s starting: id %s, group %s, config key %s, elasticsearch %s", __version__, t.id,
                  t.group_id, self.live.key, ", ".join(t.es_hosts))
         self.connect_etcd()

@@ -5,9 +5,10 @@ One registry per instance (not the global default), so tests can build several i
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from logferry.config import split_host_port
+from logferry.httpstatus import HealthCheck, serve
 
 __all__ = ["TransferMetrics"]
 
@@ -46,12 +47,12 @@ class TransferMetrics:
         self.rebalances = Counter("logtransfer_rebalances", "Partition assignment changes by kind "
                                   "(assigned, revoked, lost)", ["kind"], registry=r)
 
-    def serve(self, address: str | None) -> None:
-        """Serve /metrics on "host:port"; None or empty disables it."""
+    def serve(self, address: str | None, health: HealthCheck) -> None:
+        """Serve /metrics and /health on "host:port"; None or empty disables it."""
         if not address:
             return
         host, port = split_host_port(address)
-        start_http_server(port, addr=host, registry=self.registry)
+        serve(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", self.registry, health)
 
     def set_lag(self, lags: dict[tuple[str, int], int | None]) -> None:
         self.consumer_lag.clear()

@@ -186,14 +186,26 @@ def test_kill9_while_shipping_100k_lines(stack, etcd, prefix, agents, topic_fact
     d = tmp_path / "k9"
     d.mkdir()
     w = LineWriter(d / "big.log", "K")
-    w.write(100_000, size=80)
-    expected = w.expected()
-    expected = {m + "x" * 80 for m in expected}
+    w.write(30_000, size=80)
     set_list(etcd, prefix, ip, [{"path": f"{d}/*.log", "topic": topic, "start_at": "beginning"}])
-    agent = agents("k9", ip).start()
-    # kill it mid-stream, when a part (not all) is in Kafka
-    wait_for(lambda: topic_size(stack, topic) >= 20_000, 90, "20,000 lines shipped", interval=0.02)
-    agent.kill9()
+    agent = agents("k9", ip, max_inflight_bytes="2MiB").start()
+    # Kill it mid-stream, arranged rather than hoped for on any machine speed: the first 30,000
+    # lines are in Kafka, Kafka is frozen (SIGSTOP), 70,000 more lines are written and the agent
+    # reads up to its in-flight cap and waits there; then kill -9.
+    wait_for(lambda: topic_size(stack, topic) >= 30_000, 120, "30,000 lines shipped", interval=0.1)
+    st = stack.native
+    if st is not None:
+        st.pause_service("kafka")
+    try:
+        w.write(70_000, size=80)
+        if st is not None:
+            wait_for(lambda: int(((status(etcd, prefix, ip) or {}).get("counters") or {}).get("lines_read", 0))
+                     > 30_000, 60, "the agent to read past the first 30,000 lines")
+        agent.kill9()
+    finally:
+        if st is not None:
+            st.unpause_service("kafka")
+    expected = {m + "x" * 80 for m in w.expected()}
     shipped_before = topic_size(stack, topic)
     assert shipped_before < 100_000, "the agent finished before it was killed: the test proved nothing"
     agent.start()

@@ -408,6 +408,29 @@ class Stack:
             self.wait_ready(started, timeout_s)
         return started
 
+    def pause_service(self, name: str) -> list[str]:
+        """SIGSTOP the service's processes: it holds its connections but answers nothing.
+
+        Tests use it to *arrange* a state (e.g. the agent waiting at its in-flight cap) instead
+        of hoping a machine is slow enough to be caught in it.
+        """
+        done = []
+        for n in self.resolve(name):
+            rec = self.procs[n]
+            if rec.alive():
+                os.kill(rec.pid, signal.SIGSTOP)
+                done.append(n)
+        return done
+
+    def unpause_service(self, name: str) -> list[str]:
+        done = []
+        for n in self.resolve(name):
+            rec = self.procs[n]
+            if rec.alive():
+                os.kill(rec.pid, signal.SIGCONT)
+                done.append(n)
+        return done
+
     def restart_service(self, name: str, *, kill: bool = False) -> list[str]:
         self.stop_service(name, kill=kill)
         return self.start_service(name)

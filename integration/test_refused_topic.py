@@ -81,7 +81,7 @@ def test_refusing_topic_bounded_quiet_others_flow_and_removal_clears(stack, etcd
         # second half is that of its first half.
         assert max(rss) < rss0 + 16 * CAP_MIB, f"RSS grew from {rss0:.0f} to {max(rss):.0f} MB"
         half = len(rss) // 2
-        assert max(rss[half:]) - max(rss[:half]) < 4, f"RSS still growing while blocked: {rss[::10]}"
+        assert max(rss[half:]) - max(rss[:half]) < 8, f"RSS still growing while blocked: {rss[::10]}"
         assert minute_log < 1_000_000, f"the agent log grew by {minute_log} bytes in a minute"
         assert minute_cpu < 15, f"{minute_cpu:.1f} CPU-seconds in a minute while blocked"
         # held: what was in flight for big.log when the first refusal came back (at most the

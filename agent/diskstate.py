@@ -26,6 +26,10 @@ class _Failure:
     last_logged: float
     count: int = 1
 
+    @property
+    def since(self) -> str:
+        return time.strftime("%H:%M:%S", time.localtime(self.since_wall))
+
 
 def _reason(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
@@ -78,13 +82,12 @@ class DiskState:
         f = self.failures.pop(what, None)
         if f is None:
             return None
-        return (f"{what} saved to {f.path} again after {f.count} failed attempt(s) since "
-                f"{time.strftime('%H:%M:%S', time.localtime(f.since_wall))}")
+        return f"{what} saved to {f.path} again after {f.count} failed attempt(s) since {f.since}"
 
     def describe(self, what: str) -> str:
         f = self.failures[what]
         free = free_bytes(self.data_dir)
-        since = time.strftime("%H:%M:%S", time.localtime(f.since_wall))
+        since = f.since
         tail = {"registry": f"lines acknowledged since {since} would be sent again after a restart",
                 "stamp journal": f"lines read since {since} may get a new @timestamp if sent again after a crash",
                 }.get(what, f"failing since {since}")

@@ -90,6 +90,7 @@ class Agent:
         self._health: list[str] = ["starting"]  # reasons /health answers 503 (refresh_status)
         self._last_ack = time.monotonic()
         self.refusals = Refusals()  # records Kafka refused for good, held per file (agent/refusals.py)
+        self.tail.paused = self.refusals.files  # a held file is not read until its refusal is over
         self._encoders: dict[str, SourceEncoder] = {}  # source_id -> its encoder (and Kafka key)
         self.etcd: EtcdClient | None = None
         self.watch = None
@@ -179,7 +180,6 @@ class Agent:
         lines, moved = self.refusals.retarget(self.tail.topic_of, time.monotonic())
         for line in lines:
             log.info("%s", line)
-        self.tail.paused = set(self.refusals.files)
         if moved:
             self.resend_due()
 
@@ -235,9 +235,7 @@ class Agent:
             "files": files,
             "disk": self.disk.status(),
             "counters": self.metrics.summary(),
-            "last_error": self.collect.last_error or self.disk.error
-            or (f"kafka refuses the lines of {self.refusals.describe()}" if self.refusals.files else None)
-            or self.last_error,
+            "last_error": self.collect.last_error or self.disk.error or self.refusals.error or self.last_error,
         }
         self._status_doc = json.dumps(doc, separators=(",", ":")).encode()
         self._health = self.health_reasons()
@@ -253,11 +251,7 @@ class Agent:
         if self.sink.inflight_count and waited > 30:
             reasons.append(f"kafka: no acknowledgement for {waited:.0f}s with {self.sink.inflight_count} line(s) "
                            f"in flight ({self.sink.last_error or 'no error reported'})")
-        if self.refusals.files:
-            reasons.append(f"kafka refuses the lines of {self.refusals.describe()}")
-        if self.disk.failures:
-            reasons.append(self.disk.error or "")
-        return reasons
+        return reasons + [e for e in (self.refusals.error, self.disk.error) if e]
 
     # ----------------------------------------------------------------- data path
     def produce_events(self, events: list) -> None:
@@ -370,7 +364,6 @@ class Agent:
                 if line is not None:
                     log.warning("%s", line)
             self.metrics.send_failures.inc(len(failed))
-            self.tail.paused = set(self.refusals.files)
 
     def _probes_accepted(self, acked: list) -> None:
         now = time.monotonic()
@@ -383,7 +376,6 @@ class Agent:
                     resumed = True
                     self._produce_again(records)
         if resumed:
-            self.tail.paused = set(self.refusals.files)
             self.refresh_status(force=True)
 
     def _produce_again(self, records: list[tuple[Any, bytes]]) -> None:

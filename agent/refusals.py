@@ -6,9 +6,11 @@ record of a file, at every retry. Retrying record by record, logging each, and c
 refused records outside the in-flight budget took a host's memory, disk (its own log) and a
 core. The rules here, per file (Kafka key):
 
-* the first refusal **pauses reading that file** (the other files go on); the records that
-  come back refused are *held* here, in order, and their bytes count against
-  ``max_inflight_bytes`` like records in flight (memory stays bounded);
+* the first refusal **pauses reading that file** (the other files go on: the tailer skips the
+  sources in :attr:`Refusals.files`); the records that come back refused are *held* here, in
+  order. They are what that file had in flight when the refusal came, so they are bounded by
+  the in-flight cap, and they count against ``max_inflight_bytes`` for at most half of it so
+  that the other files keep room to flow;
 * retries are **per file, with a growing backoff** (1 s doubling to 60 s): one *probe* — the
   oldest held record — is produced again; only when Kafka accepts it are the others sent and
   the file resumed. A refusing topic costs one record per backoff, not a core;
@@ -24,7 +26,7 @@ records that are due out, so the rules are unit-tested with plain values.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,8 +176,9 @@ class Refusals:
     # --- what the agent reads out -----------------------------------------------------------
 
     @property
-    def paused_sources(self) -> set[str]:
-        return set(self.files)
+    def error(self) -> str | None:
+        """One line for ``last_error`` in the status and for /health, or None when nothing is held."""
+        return f"kafka refuses the lines of {self.describe()}" if self.files else None
 
     def held_lines(self) -> int:
         return sum(len(hf.records) + (hf.probe is not None) for hf in self.files.values())
@@ -194,7 +197,3 @@ class Refusals:
 
     def status(self, now: float) -> list[dict[str, Any]]:
         return [hf.as_status(now) for hf in self.files.values()]
-
-    def all_records(self) -> Iterable[tuple[Any, bytes]]:
-        for hf in self.files.values():
-            yield from hf.records

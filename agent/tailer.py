@@ -40,7 +40,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -684,9 +684,10 @@ class TailManager:
         self._more = False
         self._finished_some = False
         self._must_save = False
-        #: sources (``Event.source_id``) not to read for now: Kafka refuses their records
-        #: (agent/refusals.py); the caller sets it, reading resumes when it is taken out
-        self.paused: set[str] = set()
+        #: sources (``Event.source_id``) not to read for now: Kafka refuses their records. The
+        #: agent hands in agent/refusals.py's own dict of held files; a source taken out of it
+        #: is read again
+        self.paused: Collection[str] = frozenset()
         #: called with the OSError when saving the registry fails (disk full, read-only); the
         #: agent reports it once a minute (agent/diskstate.py) instead of a line per poll
         self.on_save_error: Callable[[OSError], None] | None = None

@@ -10,7 +10,6 @@ re-added with a working topic delivers every line of the file exactly once.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -21,12 +20,6 @@ from integration.test_agent import agents, assert_exactly, prefix, set_list, sta
 from integration.test_transfer import free_port, health, scrape
 
 CAP_MIB = 4
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_refusing_topic_bounded_quiet_others_flow_and_removal_clears(stack, etcd, prefix, agents,  # noqa: F811
@@ -60,7 +53,7 @@ def test_refusing_topic_bounded_quiet_others_flow_and_removal_clears(stack, etcd
                  "status to show big.log blocked")
         b = blocked()[0]
         assert b["topic"] == small and "MSG_SIZE_TOO_LARGE" in b["reason"] and b["lines"] > 0, b
-        log0, cpu0, t0 = agent.log.stat().st_size, cpu_seconds(agent.pid), time.monotonic()
+        log0, cpu0, t0 = agent.log.stat().st_size, agent.cpu_s(), time.monotonic()
         rss = [agent.rss_mb()]
         app_lines: set[str] = set()
         while time.monotonic() - t0 < 60:  # the other file keeps flowing meanwhile
@@ -68,7 +61,7 @@ def test_refusing_topic_bounded_quiet_others_flow_and_removal_clears(stack, etcd
             rss.append(agent.rss_mb())
             time.sleep(0.5)
         minute_log = agent.log.stat().st_size - log0
-        minute_cpu = cpu_seconds(agent.pid) - cpu0
+        minute_cpu = agent.cpu_s() - cpu0
         assert_exactly(wait_count(stack, good, len(app_lines), timeout=120), app_lines)
         st = status(etcd, prefix, ip) or {}
         print(f"refused topic: RSS {rss0:.0f} MB at start, {min(rss):.0f}..{max(rss):.0f} MB while blocked "
@@ -99,9 +92,9 @@ def test_refusing_topic_bounded_quiet_others_flow_and_removal_clears(stack, etcd
         set_list(etcd, prefix, ip, [good_entry])
         wait_for(lambda: not blocked() and not (status(etcd, prefix, ip) or {}).get("last_error"), 30,
                  "the refusal to clear after the entry was removed")
-        cpu1 = cpu_seconds(agent.pid)
+        cpu1 = agent.cpu_s()
         time.sleep(5)
-        idle_cpu = cpu_seconds(agent.pid) - cpu1
+        idle_cpu = agent.cpu_s() - cpu1
         print(f"entry removed: refusal cleared; {idle_cpu:.2f} CPU-s in the next 5 s; /health {health(metrics)}")
         assert health(metrics) == (200, {"status": "ok", "reasons": []})
         assert scrape(metrics)["logagent_blocked_files"] == 0

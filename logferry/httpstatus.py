@@ -18,18 +18,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from logferry.config import split_host_port
+
 #: returns the reasons the daemon is not healthy now (empty: healthy)
 HealthCheck = Callable[[], list[str]]
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """ "host:port", "[v6]:port" or ":port" → (host, port); an empty host listens everywhere."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
 def serve(address: str, registry: CollectorRegistry, health: HealthCheck) -> ThreadingHTTPServer:
-    """Serve /metrics and /health on `address` in a daemon thread; returns the server."""
+    """Serve /metrics and /health on `address` ("host:port", validated by the INI loader) in a
+    daemon thread; returns the server."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -56,8 +53,7 @@ def serve(address: str, registry: CollectorRegistry, health: HealthCheck) -> Thr
         def log_message(self, format: str, *args: object) -> None:
             return  # a scrape every 15 s is not news for the daemon's log
 
-    host, port = split_address(address)
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = ThreadingHTTPServer(split_host_port(address), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="http-status", daemon=True).start()
     return server

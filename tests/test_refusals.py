@@ -28,7 +28,7 @@ def test_first_refusal_logs_once_per_file_and_reason_and_holds_in_order() -> Non
     assert lines[0] is not None and "/var/log/s1.log" in lines[0] and "topic t" in lines[0]
     assert lines[1:] == [None, None]
     assert [e.offset for e, _ in r.files["s1"].records] == [10, 20, 30]
-    assert r.nbytes == 30 and r.held_lines() == 3 and r.paused_sources == {"s1"}
+    assert r.nbytes == 30 and r.held_lines() == 3 and set(r.files) == {"s1"}
     assert refuse(r, ev(40), 0.1, reason="not authorised") is not None  # a new reason is said once
 
 
@@ -60,7 +60,7 @@ def test_accepted_probe_releases_the_rest_and_resumes() -> None:
     rest, line = r.accepted(probe[0], 1.2)
     assert [e.offset for e, _ in rest] == [1, 2]
     assert line is not None and "again" in line
-    assert r.files == {} and r.nbytes == 0 and r.paused_sources == set()
+    assert r.files == {} and r.nbytes == 0 and r.error is None
     assert refuse(r, ev(9), 2.0) is not None  # refused again later: said again
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from logferry.config import split_host_port
 from logferry.httpstatus import HealthCheck, serve
 
 __all__ = ["TransferMetrics"]
@@ -51,8 +50,7 @@ class TransferMetrics:
         """Serve /metrics and /health on "host:port"; None or empty disables it."""
         if not address:
             return
-        host, port = split_host_port(address)
-        serve(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", self.registry, health)
+        serve(address, self.registry, health)
 
     def set_lag(self, lags: dict[tuple[str, int], int | None]) -> None:
         self.consumer_lag.clear()

@@ -414,20 +414,17 @@ class Stack:
         Tests use it to *arrange* a state (e.g. the agent waiting at its in-flight cap) instead
         of hoping a machine is slow enough to be caught in it.
         """
-        done = []
-        for n in self.resolve(name):
-            rec = self.procs[n]
-            if rec.alive():
-                os.kill(rec.pid, signal.SIGSTOP)
-                done.append(n)
-        return done
+        return self._signal_service(name, signal.SIGSTOP)
 
     def unpause_service(self, name: str) -> list[str]:
+        return self._signal_service(name, signal.SIGCONT)
+
+    def _signal_service(self, name: str, sig: signal.Signals) -> list[str]:
         done = []
         for n in self.resolve(name):
             rec = self.procs[n]
             if rec.alive():
-                os.kill(rec.pid, signal.SIGCONT)
+                os.kill(rec.pid, sig)
                 done.append(n)
         return done
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -394,7 +395,15 @@ def test_1200_files_with_100_open_at_most(tmp_path: Path, logs: Path) -> None:
     for i in range(1200):
         write(logs / f"f{i:04d}.log", "".join(f"{i}-{j}\n" for j in range(5)))
     tm, _ = manager(tmp_path, [spec(logs / "*.log", start_at="beginning")], max_open_files=100)
-    fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    def fds() -> int:
+        # Descriptors on the test's own files only: other threads of this process (a librdkafka
+        # client left by an earlier test reconnecting, say) open and close sockets meanwhile.
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # closed between listdir and readlink
+                n += os.readlink(f"/proc/self/fd/{fd}").startswith(str(logs) + "/")
+        return n
+
     baseline = fds()
     got: list[Event] = []
     most_open = most_fds = 0
@@ -406,7 +415,7 @@ def test_1200_files_with_100_open_at_most(tmp_path: Path, logs: Path) -> None:
         most_open, most_fds = max(most_open, tm.open_files), max(most_fds, fds() - baseline)
         if len(got) >= 6000:
             break
-    assert most_open <= 100 and most_fds <= 100
+    assert most_open <= 100 and 0 < most_fds <= 100  # (0 <: the count sees the tailer's files)
     assert len(got) == 6000 and len({(e.path, e.offset) for e in got}) == 6000
     for i in range(0, 1200, 7):  # later growth reaches closed files too
         write(logs / f"f{i:04d}.log", "more\n")

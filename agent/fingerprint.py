@@ -6,11 +6,19 @@ often gets the same inode number; a registry keyed by inode then "resumes" the n
 old file's offset and silently skips its first lines. That is the bug users of such shippers
 report most.
 
-So a file is named by its content: ``fp:<hash of its first 1024 bytes>`` once it has that many
-bytes. Log lines start with timestamps, so two files practically never share their first KiB,
-and a new file that reuses an old inode gets a new identity and is read from 0. (Known limit, as
-for Filebeat's fingerprint: two files that really do start with the same KiB, such as a
-``copy`` rotation's copy, are taken for the same file.)
+Why not content alone, as Filebeat's fingerprint mode and Vector's checksum do: files that start
+alike (CSV exports under one header, services printing the same startup banner, per-tenant
+copies of one config) then collapse into one, and all but the first are skipped without a word.
+That is the bug *their* users keep reporting.
+
+So a file long enough is named by both: ``fp:<hash of its first 1024 bytes>@<dev>:<ino>``. Two
+files that exist at the same time are two sources whatever their first bytes (different inodes);
+a file renamed by rotation keeps its identity (same inode, same head); a new file on a recycled
+inode gets a new identity as soon as its first KiB differs. (Known limit: a recycled inode whose
+new file starts with the very same KiB *and* is at least as long as the old offset is taken for
+the old file; one shorter than the old offset is seen as truncated and read from 0.) The
+hash part alone still recognises a file whose device number changed across a reboot: see
+:func:`fp_hash` and the tailer's first scan.
 
 A file shorter than that has no fingerprint yet, so it goes by ``ino:<dev>:<ino>`` meanwhile.
 Inode reuse is still possible for those, so whoever keeps an ``ino:`` identity also keeps a
@@ -20,6 +28,9 @@ on a recycled inode. When the file grows past the KiB, its identity changes from
 ``fp:``; :func:`may_have_grown_into` tells whether an ``ino:`` entry may be that file, so the
 registry moves the entry (and its offset) instead of re-reading the file. The digest of a full
 KiB head *is* the fingerprint, so the check is the same hash either way.
+
+Registries written before 0.2 hold plain ``fp:<hash>`` identities (no inode); the tailer adopts
+such an entry for the file with that hash at its first scan (see :func:`fp_inode`).
 """
 
 from __future__ import annotations
@@ -30,6 +41,8 @@ import os
 __all__ = [
     "FINGERPRINT_BYTES",
     "digest",
+    "fp_hash",
+    "fp_inode",
     "head_digest",
     "identity",
     "identity_of_stat",
@@ -60,6 +73,24 @@ def is_fp(ident: str) -> bool:
 def is_ino(ident: str) -> bool:
     """True for a device+inode identity (a file shorter than the fingerprint size)."""
     return ident.startswith("ino:")
+
+
+def fp_hash(ident: str) -> str | None:
+    """The content part of an ``fp:`` identity (the same for every file starting alike), else None."""
+    if not is_fp(ident):
+        return None
+    return ident[3:].split("@", 1)[0]
+
+
+def fp_inode(ident: str) -> tuple[int, int] | None:
+    """(device, inode) of an ``fp:`` identity; None for ``ino:`` and for plain ``fp:<hash>`` (pre-0.2)."""
+    if not is_fp(ident) or "@" not in ident:
+        return None
+    dev, _, ino = ident.split("@", 1)[1].partition(":")
+    try:
+        return int(dev), int(ino)
+    except ValueError:
+        return None
 
 
 def head_digest(fd: int, length: int) -> str:
@@ -98,7 +129,7 @@ def _identity(fd: int, size: int, st: os.stat_result, fingerprint_bytes: int) ->
     if size >= fingerprint_bytes:
         head = os.pread(fd, fingerprint_bytes, 0)
         if len(head) == fingerprint_bytes:  # else it shrank since the stat: not fingerprintable yet
-            return "fp:" + digest(head)
+            return f"fp:{digest(head)}@{st.st_dev}:{st.st_ino}"
     return ino_identity(st)
 
 

@@ -48,6 +48,8 @@ from typing import Any, NamedTuple
 from agent.fingerprint import (
     FINGERPRINT_BYTES,
     digest,
+    fp_hash,
+    fp_inode,
     identity_of_stat,
     ino_identity,
     is_fp,
@@ -684,6 +686,7 @@ class TailManager:
         self._more = False
         self._finished_some = False
         self._must_save = False
+        self._adopted = False  # the first scan looks for entries saved under another device/format
         #: sources (``Event.source_id``) not to read for now: Kafka refuses their records. The
         #: agent hands in agent/refusals.py's own dict of held files; a source taken out of it
         #: is read again
@@ -950,6 +953,9 @@ class TailManager:
                 del self._idcache[path]
         self._read_errors.clear()
         self._report_errors(errors)
+        if not self._adopted:
+            self._adopted = True
+            self._adopt_saved_entries(seen)
 
         # Same inode, new content identity, harvester closed: grown past the fingerprint size
         # (keep the entry) or a recycled inode (a new file: forget the old one).
@@ -1005,6 +1011,46 @@ class TailManager:
                 live.add(ident)
         self.registry.gc(live, now)
         self._update_watches()
+
+    def _adopt_saved_entries(self, seen: Mapping[str, tuple[str, os.stat_result, _Input]]) -> None:
+        """First scan after a start: saved ``fp:`` entries whose inode is gone find their file again.
+
+        Two cases keep a file's content hash but change its identity while the agent is away:
+        the device number changed across a reboot (LVM, btrfs, some cloud disks), or the
+        registry was written by a version that named files by their hash alone (before 0.2).
+        Such an entry is moved to the file with the same hash (for a new device number, also the
+        same inode number; the same path preferred), so the file resumes at its offset instead
+        of being read again. Only at the first scan: later, a new inode is a new file, even when
+        it starts like a file that went away (a daily export under the same header).
+        """
+        waiting: dict[str, list[tuple[str, str, os.stat_result]]] = {}
+        present: set[tuple[int, int]] = set()
+        for ident, (path, st, _inp) in seen.items():
+            present.add((st.st_dev, st.st_ino))
+            h = fp_hash(ident)
+            if h is not None and self.registry.get(ident) is None:
+                waiting.setdefault(h, []).append((ident, path, st))
+        if not waiting:
+            return
+        for entry in list(self.registry):
+            files = waiting.get(fp_hash(entry.identity) or "")
+            if not files:
+                continue
+            inode = fp_inode(entry.identity)
+            if inode in present:
+                continue  # its own file is here under its identity
+
+            # a new device number keeps the inode number; the same path alone is no proof
+            # (logrotate's new app.log, alike, has the old one's path and another inode)
+            files_here = files if inode is None else [f for f in files if f[2].st_ino == inode[1]]
+            if not files_here:
+                continue
+            best = max(files_here, key=lambda f, path=entry.path: f[1] == path)
+            files.remove(best)
+            log.info("%s: resuming at offset %d saved as %s (%s)", best[1], entry.offset, entry.identity,
+                     "saved by an older version" if inode is None else "device number changed")
+            self.registry.rename(entry.identity, best[0])
+            self._must_save = True
 
     def _identity_for(self, path: str, st: os.stat_result) -> str:
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)

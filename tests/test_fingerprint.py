@@ -1,4 +1,4 @@
-"""File identity: inode while short, content fingerprint from 1 KiB on, and the growth check."""
+"""File identity: inode while short, content fingerprint + inode from 1 KiB on, and the growth check."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from agent.fingerprint import (
     FINGERPRINT_BYTES,
     digest,
+    fp_hash,
+    fp_inode,
     head_digest,
     identity,
     ino_identity,
@@ -30,26 +32,36 @@ def test_fingerprint_from_one_kib_and_same_by_fd_or_path(tmp_path: Path) -> None
     head = bytes(range(256)) * 4
     p.write_bytes(head + b"more lines\n")
     ident = identity(p)
-    assert ident == "fp:" + digest(head)
+    st = os.stat(p)
+    assert ident == f"fp:{digest(head)}@{st.st_dev}:{st.st_ino}"
+    assert fp_hash(ident) == digest(head) and fp_inode(ident) == (st.st_dev, st.st_ino)
     fd = os.open(p, os.O_RDONLY)
     try:
         assert identity(fd) == ident
-        assert head_digest(fd, FINGERPRINT_BYTES) == ident[3:]
+        assert head_digest(fd, FINGERPRINT_BYTES) == fp_hash(ident)
         # a size known to the caller (smaller than now) is honoured: not yet fingerprintable
         assert is_ino(identity(fd, size=100))
     finally:
         os.close(fd)
 
 
-def test_content_not_name_or_inode_decides(tmp_path: Path) -> None:
+def test_files_alike_are_two_files_and_a_rename_is_the_same(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     a.write_bytes(b"2024-01-01 first line\n" * 100)
     b.write_bytes(b"2024-01-01 first line\n" * 100)
     c.write_bytes(b"2024-01-02 other line\n" * 100)
-    assert identity(a) == identity(b) != identity(c)
+    assert identity(a) != identity(b)  # same first KiB, two inodes: two files
+    assert fp_hash(identity(a)) == fp_hash(identity(b)) != fp_hash(identity(c))
+    before = identity(a)
     moved = tmp_path / "moved"
     os.rename(a, moved)
-    assert identity(moved) == identity(b)
+    assert identity(moved) == before  # rotation by rename keeps the identity
+
+
+def test_plain_and_short_identities_have_no_inode_part() -> None:
+    assert fp_inode("fp:0123") is None and fp_hash("fp:0123") == "0123"  # written before 0.2
+    assert fp_inode("ino:1:2") is None and fp_hash("ino:1:2") is None
+    assert fp_inode("fp:ab@x:y") is None
 
 
 def test_fingerprint_ignores_bytes_after_the_head(tmp_path: Path) -> None:

@@ -375,6 +375,79 @@ def test_short_file_grew_while_the_agent_was_down(tmp_path: Path, logs: Path) ->
     assert got[0].source_id == first.source_id and is_fp(got[0].identity)
 
 
+BANNER = "".join(f"# export banner line {i:02d} ............................................\n" for i in range(24))
+
+
+def test_files_that_start_alike_are_each_read_once(tmp_path: Path, logs: Path) -> None:
+    """Issue 18.2: three files with the same 1.5 KiB header (one created later, one rotated by
+    rename, one shorter than the fingerprint) are four sources, each line exactly once."""
+    assert len(BANNER) > 1024
+    for name in ("a", "b"):
+        write(logs / f"{name}.csv", BANNER + "".join(f"{name}-{i}\n" for i in range(100)))
+    write(logs / "short.csv", "".join(BANNER.splitlines(keepends=True)[:4]) + "short-0\n")
+    tm, reg = manager(tmp_path, [spec(logs / "*.csv*", start_at="beginning")])
+    got = collect(tm)
+    write(logs / "c.csv", BANNER + "".join(f"c-{i}\n" for i in range(100)))  # created later
+    os.rename(logs / "a.csv", logs / "a.csv.1")  # rotated by rename, still matching: followed
+    write(logs / "a.csv.1", "a-100\n")
+    write(logs / "a.csv", BANNER + "a2-0\n", "w")  # the new a.csv, alike again
+    write(logs / "short.csv", "short-1\n")
+    got += collect(tm)
+    lines = [m for m in msgs(got) if not m.startswith("# export banner")]
+    want = ([f"{n}-{i}" for n in "abc" for i in range(100)] + ["a-100", "a2-0", "short-0", "short-1"])
+    assert sorted(lines) == sorted(want) and len(lines) == len(set(lines))
+    assert len({e.source_id for e in got}) == 5  # a, a's successor, b, c, short
+    reg.save()
+    tm.close()
+    tm2, _ = manager(tmp_path, [spec(logs / "*.csv*", start_at="beginning")])
+    assert collect(tm2) == []  # after a restart each resumes at its own offset
+    write(logs / "b.csv", "b-100\n")
+    assert msgs(collect(tm2)) == ["b-100"]
+
+
+def test_a_new_file_alike_after_one_went_away_is_read_from_zero(tmp_path: Path, logs: Path) -> None:
+    """A daily export deleted and the next one created under the same header: never "resumed"."""
+    write(logs / "day1.csv", BANNER + "".join(f"d1-{i}\n" for i in range(50)))
+    tm, _ = manager(tmp_path, [spec(logs / "*.csv", start_at="beginning")])
+    assert len(collect(tm)) == 24 + 50
+    keep = open(logs / "day1.csv", "rb")  # noqa: SIM115 - holds the inode so it cannot be reused
+    try:
+        (logs / "day1.csv").unlink()
+        write(logs / "day2.csv", BANNER + "".join(f"d2-{i}\n" for i in range(60)))
+        got = collect(tm)
+    finally:
+        keep.close()
+    assert [m for m in msgs(got) if m.startswith("d2-")] == [f"d2-{i}" for i in range(60)]
+
+
+def test_saved_entries_found_again_after_an_upgrade_or_a_new_device_number(tmp_path: Path, logs: Path) -> None:
+    """An entry saved as plain ``fp:<hash>`` (before 0.2) or under another device number is
+    moved to its file at the first scan: the file resumes, nothing is read twice."""
+    for name in ("a", "b"):
+        write(logs / f"{name}.log", BANNER + "".join(f"{name}-{i}\n" for i in range(10)))
+    tm, reg = manager(tmp_path, [spec(logs / "*.log", start_at="beginning")])
+    assert len(collect(tm)) == 2 * (24 + 10)
+    reg.save()
+    tm.close()
+    by_path = {e.path: e for e in reg}
+    a, b = by_path[str(logs / "a.log")], by_path[str(logs / "b.log")]
+    (tmp_path / "state" / "registry.json.bak").unlink(missing_ok=True)
+    text = (tmp_path / "state" / "registry.json").read_text()
+    plain = a.identity.split("@")[0]  # as written before 0.2
+    dev, _ino = b.identity.split("@")[1].split(":")
+    moved = b.identity.replace(f"@{dev}:", f"@{int(dev) + 7}:")  # the disk came back as another device
+    (tmp_path / "state" / "registry.json").write_text(text.replace(a.identity, plain).replace(b.identity, moved))
+    tm2, reg2 = manager(tmp_path, [spec(logs / "*.log", start_at="beginning")])
+    assert plain in reg2 and moved in reg2
+    assert collect(tm2) == []
+    assert plain not in reg2 and moved not in reg2 and a.identity in reg2 and b.identity in reg2
+    write(logs / "a.log", "a-10\n")
+    write(logs / "b.log", "b-10\n")
+    got = collect(tm2)
+    assert sorted(msgs(got)) == ["a-10", "b-10"]
+    assert {e.source_id for e in got} == {plain, moved}  # the sources saved (rewritten above): same ids
+
+
 def test_close_inactive_then_reopen_on_growth(tmp_path: Path, logs: Path) -> None:
     log = logs / "a.log"
     write(log, "1\n")

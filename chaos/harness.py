@@ -117,7 +117,7 @@ class Run:
         self.prefix = f"/chaos-{self.run_id}"
         self.home = Path(cfg.workdir) / self.run_id
         self.topic_base = f"chaos-{self.run_id}"
-        self.index_pattern = f"logs-{self.topic_base}-*"
+        self.index_pattern = f"logferry-{self.topic_base}-*"
         self.t_start = 0.0
         self.ledger = Ledger()
         self.agents: dict[int, Daemon] = {}
@@ -229,7 +229,7 @@ class Run:
             f.result(60)
         self.topics = topics
         self.etcd_retry(lambda: self.etcd.put(f"{self.prefix}/transfer/config", json.dumps({
-            "topics": topics, "index": "logs-{topic}-{yyyy.MM.dd}", "flush_interval_s": 1.0,
+            "topics": topics, "index": "logferry-{topic}-{yyyy.MM.dd}", "flush_interval_s": 1.0,
             "dead_letter_topic": self.topic("dead-letter"),
         }).encode()), "put transfer config")
 

@@ -124,7 +124,7 @@ def up(workdir: Path) -> int:
     ]
     say(f"this machine's IP on its route to etcd: {ip}; writing its collect list with logctl")
     print(logctl(env, "collect", "set", ip, "-", "--yes", stdin=json.dumps(inputs, indent=2)))
-    transfer_cfg = {"topics_regex": "^demo-.*", "index": "logs-{topic}-{yyyy.MM.dd}", "flush_interval_s": 0.5}
+    transfer_cfg = {"topics_regex": "^demo-.*", "index": "logferry-{topic}-{yyyy.MM.dd}", "flush_interval_s": 0.5}
     print(logctl(env, "transfer-config", "set", "-", "--yes", stdin=json.dumps(transfer_cfg)))
 
     common = (f"[etcd]\nendpoints = {env['ETCD_ENDPOINTS']}\nprefix = {PREFIX}\n\n"

@@ -141,8 +141,8 @@ def es_docs(es, topic: str, n: int, timeout: float = 60) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            es.indices.refresh(index=f"logs-{topic}-*", ignore_unavailable=True, allow_no_indices=True)
-            resp = es.search(index=f"logs-{topic}-*", size=1000, ignore_unavailable=True, allow_no_indices=True,
+            es.indices.refresh(index=f"logferry-{topic}-*", ignore_unavailable=True, allow_no_indices=True)
+            resp = es.search(index=f"logferry-{topic}-*", size=1000, ignore_unavailable=True, allow_no_indices=True,
                              query={"match_all": {}})
             docs = [h["_source"] | {"_id": h["_id"]} for h in resp["hits"]["hits"]]
         except ApiError:  # an index just created, its shard not started yet (503)
@@ -617,7 +617,7 @@ def test_documents_elasticsearch_rejects_go_to_the_dead_letter_topic(stack, etcd
     for m in msgs:
         h = dict(m.headers())
         assert h["logferry.kind"] == b"rejected", h
-        assert h["logferry.index"].startswith(f"logs-{topic}-".encode()), h
+        assert h["logferry.index"].startswith(f"logferry-{topic}-".encode()), h
         reasons[json.loads(m.value())["message"]] = h["logferry.reason"].decode()
     assert "host.ip" in reasons["bad ip"], reasons
     assert "fields.kind" in reasons["object into keyword"], reasons

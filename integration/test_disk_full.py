@@ -30,6 +30,7 @@ from integration.test_agent import (  # noqa: F401
 from integration.test_transfer import (  # noqa: F401
     Feed,
     es_count,
+    es_count_soon,
     index_pattern,
     indices,
     put_config,
@@ -169,7 +170,7 @@ def test_full_data_dir_agent_keeps_shipping_and_recovers(
     dlq = topic_factory("disk-dlq")
     put_config(etcd, prefix, transfer_config([topic], index_pattern, dlq))
     transfers("disk-t").start()
-    wait_for(lambda: es_count(es, indices) >= len(expected), 120, "the lines in Elasticsearch")
+    wait_for(lambda: es_count_soon(es, indices) >= len(expected), 120, "the lines in Elasticsearch")
     in_es = es_count(es, indices)
     assert in_es == len(expected), f"{in_es} documents for {len(expected)} lines"
     log = agent.log_text()

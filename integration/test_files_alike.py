@@ -25,6 +25,7 @@ from integration.test_agent import (  # noqa: F401
 )
 from integration.test_transfer import (  # noqa: F401
     es_count,
+    es_count_soon,
     index_pattern,
     indices,
     put_config,
@@ -118,7 +119,7 @@ def test_files_that_start_alike_each_arrive_exactly_once(stack, etcd, es, prefix
     dlq = topic_factory("alike-dlq")
     put_config(etcd, prefix, transfer_config([topic], index_pattern, dlq))
     transfers("alike-t").start()
-    wait_for(lambda: es_count(es, indices) >= distinct, 120, "the lines in Elasticsearch")
+    wait_for(lambda: es_count_soon(es, indices) >= distinct, 120, "the lines in Elasticsearch")
     in_es = es_count(es, indices)
     assert in_es == len(rows) + banners, f"{in_es} documents for {len(rows) + banners} lines"
     log = agent.log_text()

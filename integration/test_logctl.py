@@ -253,7 +253,7 @@ def _index_line(es, topic: str, message: str, host_ip: str, ts: float, offset: i
     rec = json.loads(encode_record(message=message, timestamp=ts, host_name=f"h-{host_ip}", host_ip=host_ip,
                                    path="/var/log/it.log", offset=offset, file_identity="fp:it", fields=None,
                                    agent_version="0.1.0"))
-    index = f"logs-{topic}-{time.strftime('%Y.%m.%d', time.gmtime(ts))}"
+    index = f"logferry-{topic}-{time.strftime('%Y.%m.%d', time.gmtime(ts))}"
     es.index(index=index, id=rec["event"]["id"], document=rec, refresh=True)
     return index
 
@@ -262,7 +262,7 @@ def _index_line(es, topic: str, message: str, host_ip: str, ts: float, offset: i
 def log_topic(unique: str, es):
     topic = f"ctl{unique}"
     yield topic
-    es.options(ignore_status=[404]).indices.delete(index=f"logs-{topic}*")
+    es.options(ignore_status=[404]).indices.delete(index=f"logferry-{topic}*")
 
 
 def test_search_finds_indexed_lines(logctl: Run, es, log_topic: str) -> None:

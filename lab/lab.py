@@ -581,7 +581,7 @@ def write_inventory(env: dict[str, str], key: Path) -> Path:
         "logferry_etcd_endpoints": env["ETCD_ENDPOINTS"].split(","),
         "logferry_kafka_bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"].split(","),
         "logferry_es_hosts": env["ES_URLS"].split(","),
-        "logferry_transfer_config": {"topics": [TOPIC_APP, TOPIC_AUDIT], "index": "logs-{topic}-{yyyy.MM.dd}",
+        "logferry_transfer_config": {"topics": [TOPIC_APP, TOPIC_AUDIT], "index": "logferry-{topic}-{yyyy.MM.dd}",
                                      "flush_interval_s": 1.0},
         "logtransfer_id": "lab-transfer",
     }
@@ -754,7 +754,7 @@ def check_lines_in_es(env: dict[str, str], state: dict) -> list[str]:
             query = {"query": {"bool": {"filter": [{"match_phrase": {"message": run_id}},
                                                    {"match_phrase": {"host.ip": ip}}]}}}
             try:
-                counts[name] = es_post(env, f"/logs-{TOPIC_APP}-*/_count?ignore_unavailable=true", query)["count"]
+                counts[name] = es_post(env, f"/logferry-{TOPIC_APP}-*/_count?ignore_unavailable=true", query)["count"]
             except OSError:
                 counts[name] = 0
             if counts[name] >= expected[name]:

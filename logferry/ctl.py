@@ -120,7 +120,7 @@ COLLECT_TEMPLATE = """[
 
 TRANSFER_TEMPLATE = """{
   "topics": ["app"],
-  "index": "logs-{topic}-{yyyy.MM.dd}"
+  "index": "logferry-{topic}-{yyyy.MM.dd}"
 }
 """
 
@@ -898,7 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(subs, "search", "search the lines in Elasticsearch, like tail (-f)",
              "Search the indices logtransfer writes (by the transfer config's index pattern, "
-             "logs-{topic}-{yyyy.MM.dd} by default: every topic's, or one with --topic). Prints the newest "
+             "logferry-{topic}-{yyyy.MM.dd} by default: every topic's, or one with --topic). Prints the newest "
              "-n lines, oldest first, as `@timestamp host topic: message`. --follow then prints new lines as "
              "they arrive, from all hosts, polling every second, until Ctrl-C. Exit 1 when nothing matches "
              "(without --follow).",
@@ -916,7 +916,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--query", metavar="TEXT", help="free text / Lucene query on the message")
     p.add_argument("-n", "--count", type=int, default=20, metavar="N", help="how many of the newest lines (20)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
-    p.add_argument("--index", metavar="PATTERN", help="search these indices instead (e.g. 'logs-*')")
+    p.add_argument("--index", metavar="PATTERN",
+                   help="search these indices instead (e.g. 'logs-*-*' for indices named by logferry 0.1's default)")
     p.add_argument("--lookback", type=_duration_arg, default=10.0, metavar="DURATION",
                    help="--follow: how far before the newest line seen to look for lines that arrived late "
                         "(default 10s)")

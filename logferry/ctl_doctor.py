@@ -9,7 +9,6 @@ FAILs (with ``--strict``, also on a WARN). The checks that only look at data are
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import re
 import socket
@@ -20,7 +19,8 @@ from typing import Any
 
 from logferry.ctl_status import HostView, config_state
 from logferry.ctl_util import fmt_bytes
-from logferry.schema import SchemaError, TransferConfig, index_name, parse_transfer_config
+from logferry.estemplates import PRIORITY, index_patterns, matching_templates, same_priority_overlaps, template_name
+from logferry.schema import DEFAULT_INDEX, SchemaError, TransferConfig, index_name, parse_transfer_config
 
 __all__ = [
     "Finding",
@@ -337,33 +337,35 @@ def check_kafka(conf: dict[str, str], need: dict[str, list[str]], topics_regex: 
 # --- Elasticsearch ---------------------------------------------------------------------------
 
 
-def check_es_templates(templates: list[dict[str, Any]], sample_index: str) -> list[Finding]:
-    """Which index template applies to ``sample_index`` (the highest priority match), and is it sane."""
+def check_es_templates(templates: list[dict[str, Any]], sample_index: str, index: str = DEFAULT_INDEX) -> list[Finding]:
+    """Which index template applies to ``sample_index`` (the highest priority match), is it sane,
+    and does any template stand in the way of logferry's (same priority, overlapping patterns)."""
     c = "elasticsearch"
-    matches = []
-    for t in templates:
-        body = t.get("index_template", {})
-        pats = body.get("index_patterns") or []
-        pats = [pats] if isinstance(pats, str) else pats
-        if any(fnmatch.fnmatchcase(sample_index, p) for p in pats):
-            matches.append((int(body.get("priority") or 0), t.get("name", "?"), body))
+    patterns = index_patterns(index)
+    ours = template_name(patterns)
+    found = [Finding(c, FAIL, f"index template {t.name} ({', '.join(t.patterns)}) overlaps logferry's {ours} "
+                              f"({', '.join(patterns)}) at the same priority {t.priority}: Elasticsearch refuses "
+                              "whichever is installed second, and logtransfer holds indexing until it can install "
+                              "its own; give one of them another priority, or narrow its index_patterns")
+             for t in same_priority_overlaps(templates, patterns, PRIORITY, exclude=ours)]
+    matches = matching_templates(templates, sample_index)
     if not matches:
-        return [Finding(c, FAIL, f"no index template applies to indices like {sample_index}: Elasticsearch "
-                                 "guesses the field types (message becomes text plus keyword, event.id text), "
-                                 "so sorting and exact filters suffer; logtransfer installs logferry's "
-                                 "template when it starts: start it, or check its log")]
-    matches.sort(key=lambda m: -m[0])
-    prio, name, body = matches[0]
-    found = []
-    if body.get("data_stream") is not None:
-        found.append(Finding(c, FAIL, f"index template {name} (priority {prio}) makes {sample_index} a data "
-                                      "stream, which refuses logferry's writes by _id (the no-duplicates "
-                                      "guarantee); give logferry's template a higher priority"))
-    elif "logferry" not in name.lower():
-        found.append(Finding(c, WARN, f"the index template that applies to {sample_index} is {name} "
-                                      f"(priority {prio}), not logferry's"))
+        return [*found, Finding(c, FAIL, f"no index template applies to indices like {sample_index}: "
+                                         "Elasticsearch guesses the field types (message becomes text plus keyword, "
+                                         "event.id text), so sorting and exact filters suffer; logtransfer installs "
+                                         "logferry's template when it starts: start it, or check its log")]
+    win = matches[0]
+    if win.data_stream:
+        found.append(Finding(c, FAIL, f"index template {win.name} (priority {win.priority}) makes {sample_index} a "
+                                      "data stream, which refuses logferry's writes by _id (the no-duplicates "
+                                      "guarantee); logtransfer holds such documents: narrow that template's "
+                                      "index_patterns, or use logferry's default index prefix (logferry-)"))
+    elif win.name != ours and "logferry" not in win.name.lower():
+        found.append(Finding(c, WARN, f"the index template that applies to {sample_index} is {win.name} "
+                                      f"(priority {win.priority}), not logferry's {ours} (priority {PRIORITY}); "
+                                      "logtransfer checks the mappings it would give before writing"))
     else:
-        found.append(Finding(c, OK, f"index template {name} (priority {prio}) applies to {sample_index}"))
+        found.append(Finding(c, OK, f"index template {win.name} (priority {win.priority}) applies to {sample_index}"))
     return found
 
 
@@ -392,5 +394,5 @@ def check_es(es: Any, cfg: TransferConfig | None, sample_topic: str) -> list[Fin
     sample = index_name(cfg or TransferConfig(topics=(sample_topic,)), sample_topic,
                         datetime.now(UTC).isoformat())
     templates = es.indices.get_index_template().get("index_templates", [])
-    found += check_es_templates(templates, sample)
+    found += check_es_templates(templates, sample, (cfg or TransferConfig(topics=(sample_topic,))).index)
     return found

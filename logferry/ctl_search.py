@@ -1,7 +1,7 @@
 """``logctl search``: the lines in Elasticsearch, newest last like ``tail``, and ``--follow``.
 
 Which indices: the transfer writes each topic to the index pattern of the transfer config
-(``logs-{topic}-{yyyy.MM.dd}`` by default). Without ``--topic`` the search covers every index
+(``logferry-{topic}-{yyyy.MM.dd}`` by default). Without ``--topic`` the search covers every index
 the pattern can produce (``logs-*-*``); with ``--topic app`` it covers the indices of that
 topic only: ``logs-app-*`` would also match topic ``app-x``'s ``logs-app-x-2024.05.01``, so the
 candidate names are resolved and kept only when they match the pattern with that exact topic.
@@ -150,7 +150,7 @@ def _date_regex(placeholder: str) -> str:
 
 
 def select_indices(pattern: str | None, topic: str | None) -> IndexSelection:
-    """Search target for the transfer's index ``pattern`` (default ``logs-{topic}-{yyyy.MM.dd}``)."""
+    """Search target for the transfer's index ``pattern`` (default ``logferry-{topic}-{yyyy.MM.dd}``)."""
     pattern = pattern or DEFAULT_INDEX
     if topic is not None and not is_valid_topic(topic):
         raise CtlError(f"--topic {topic!r} is not a Kafka topic name (letters, digits, . _ -)", EXIT_USAGE)

@@ -41,7 +41,7 @@ MIB = 1024 * KIB
 DEFAULT_MAX_LINE_BYTES = 1 * MIB
 MIN_LINE_BYTES = 64
 MAX_LINE_BYTES = 64 * MIB
-DEFAULT_INDEX = "logs-{topic}-{yyyy.MM.dd}"
+DEFAULT_INDEX = "logferry-{topic}-{yyyy.MM.dd}"
 DEFAULT_DEAD_LETTER_TOPIC = "logferry-dead-letter"
 # Elasticsearch refuses a bulk request over http.max_content_length (100mb by default).
 MAX_BULK_BYTES = 100 * MIB

@@ -242,7 +242,7 @@ def test_transfer_config(etcd: FakeEtcd, tmp_path: Path, capsys: pytest.CaptureF
     capsys.readouterr()
     assert run("transfer-config", "get") == EXIT_OK
     doc = json.loads(capsys.readouterr().out)
-    assert doc["topics"] == ["app"] and doc["index"] == "logs-{topic}-{yyyy.MM.dd}"  # defaults made explicit
+    assert doc["topics"] == ["app"] and doc["index"] == "logferry-{topic}-{yyyy.MM.dd}"  # defaults made explicit
     bad = jfile(tmp_path, {"topics": ["logferry-dead-letter"]})
     assert run("transfer-config", "set", bad, "--yes") == EXIT_USAGE
     assert "dead-letter topic" in capsys.readouterr().err

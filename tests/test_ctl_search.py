@@ -21,8 +21,8 @@ from logferry.ctl_util import CtlError
 
 def test_select_indices_default_pattern() -> None:
     sel = select_indices(None, None)
-    assert sel.target == "logs-*-*" and sel.exact is None
-    assert sel.topic("logs-nginx-access-2024.05.01") == "nginx-access"
+    assert sel.target == "logferry-*-*" and sel.exact is None
+    assert sel.topic("logferry-nginx-access-2024.05.01") == "nginx-access"
     assert sel.topic("other-index") is None
 
 
@@ -63,7 +63,7 @@ def test_build_query() -> None:
 
 def test_format_hit() -> None:
     sel = select_indices(None, None)
-    hit = {"_index": "logs-app-2024.05.01", "_id": "x",
+    hit = {"_index": "logferry-app-2024.05.01", "_id": "x",
            "_source": {"@timestamp": "2024-05-01T12:00:00.000Z", "message": "hello", "host": {"name": "web1"}}}
     assert format_hit(hit, sel) == "2024-05-01T12:00:00.000Z web1 app: hello"
     hit["_index"] = "weird"
@@ -91,7 +91,7 @@ class FakeES:
         self.indices = FakeIndices(self)
         self.visible = 0  # docs[:visible] are searchable (the others are "not refreshed yet")
 
-    def add(self, ts: int, msg: str, index: str = "logs-app-2024.05.01", visible: bool = True) -> None:
+    def add(self, ts: int, msg: str, index: str = "logferry-app-2024.05.01", visible: bool = True) -> None:
         # ids in reverse of insertion order: only log.offset keeps same-millisecond lines in order
         n = len(self.docs)
         self.docs.append({"_index": index, "_id": f"id{9999 - n:04d}", "ts": ts, "offset": n, "msg": msg})

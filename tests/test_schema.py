@@ -283,7 +283,7 @@ def refused_transfer(raw: str) -> str:
 def test_transfer_minimal_and_defaults() -> None:
     cfg = parse_transfer_config('{"topics": ["nginx-access", "app"]}')
     assert cfg == TransferConfig(topics=("nginx-access", "app"))
-    assert cfg.index == "logs-{topic}-{yyyy.MM.dd}"
+    assert cfg.index == "logferry-{topic}-{yyyy.MM.dd}"
     assert (cfg.bulk_max_docs, cfg.bulk_max_bytes, cfg.flush_interval_s) == (5000, 5 * 1024 * 1024, 1.0)
     assert cfg.dead_letter_topic == "logferry-dead-letter"
     assert cfg.subscription() == ["nginx-access", "app"]
@@ -382,7 +382,7 @@ def test_fuzz_transfer_structured(doc: dict[str, object]) -> None:
 
 def test_index_name_default_pattern_lowercases() -> None:
     cfg = TransferConfig(topics=("Nginx",))
-    assert index_name(cfg, "Nginx", "2024-05-01T23:59:59.999Z") == "logs-nginx-2024.05.01"
+    assert index_name(cfg, "Nginx", "2024-05-01T23:59:59.999Z") == "logferry-nginx-2024.05.01"
 
 
 def test_index_name_uses_utc_date_of_the_record() -> None:

@@ -234,3 +234,25 @@ def test_an_answer_for_dropped_partitions_is_ignored() -> None:
     gate.set()
     assert idx.run(job)
     assert job.rejected == [] and job.accepted == 2 and job.done
+
+
+def test_a_guard_holds_documents_like_an_outage_and_nothing_is_sent_meanwhile() -> None:
+    """transfer/template.py's guard says an index would get wrong mappings: nothing is sent, the
+    reason is the fault, and the documents go as soon as the guard lets them."""
+    es = ScriptedES(ok)
+    idx, waits = indexer(es)
+    answers = ["index logs-t would be created as a data stream: held"] * 2 + [None]
+    asked: list[set[str]] = []
+
+    def guard(names) -> str | None:
+        asked.append(set(names))
+        return answers.pop(0)
+
+    idx.guard = guard
+    job = BulkJob([item(n) for n in range(3)])
+    assert not idx.start(job)  # held: no request started
+    assert idx.run(job)
+    assert es.sent == [["id0", "id1", "id2"]] and job.accepted == 3
+    assert asked[0] == {"logs-t"} and len(waits) > 0
+    assert idx.fault.last_error is not None and "data stream" in idx.fault.last_error
+    assert not idx.fault.active

@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
@@ -211,6 +211,7 @@ class BulkJob:
 class AttemptResult:
     retry_reason: str | None = None  # set when some items must be retried after a backoff
     split: bool = False  # the request was too big or refused as a whole: retry at once, smaller
+    held: bool = False  # not sent: the guard holds it (the reason says why and what to do)
 
 
 #: What a bulk request came back with: (response or None, exception or None, seconds it took).
@@ -278,6 +279,14 @@ class Indexer:
         self.answered = False  # the last attempt got an answer from Elasticsearch
         self.in_flight = max(1, in_flight)
         self.sender = BulkSender(self.in_flight)
+        #: asked with a request's index names before it is sent: None to send, or why to hold
+        #: the documents (retried like an outage); transfer/template.py's TemplateGuard
+        self.guard: Callable[[Iterable[str]], str | None] | None = None
+
+    def _held(self, job: BulkJob) -> str | None:
+        if self.guard is None:
+            return None
+        return self.guard(job.items[i].index for i in job.pending)
 
     # ------------------------------------------------------------------ one request
     def _send(self, items: list[IndexItem], group: list[int]) -> _Answer:
@@ -364,6 +373,10 @@ class Indexer:
         """Send every pending item once (in chunks if the job was split), on this thread; update the job."""
         result = AttemptResult()
         self.answered = False
+        held = self._held(job)
+        if held is not None:
+            result.retry_reason, result.held = held, True
+            return result
         if job.attempts:
             self.metrics.retried.inc(len(job.pending))
         job.attempts += 1
@@ -386,7 +399,7 @@ class Indexer:
         False (nothing started) when the job is done, already has a request in flight, or was
         split (a split job is sent piece by piece, synchronously).
         """
-        if job.done or job.future is not None or job.chunk is not None:
+        if job.done or job.future is not None or job.chunk is not None or self._held(job) is not None:
             return False
         if job.attempts:
             self.metrics.retried.inc(len(job.pending))
@@ -442,7 +455,8 @@ class Indexer:
                 continue
             assert result.retry_reason is not None
             delay = self.backoff.next()
-            self.fault.fault(f"{result.retry_reason}; retrying with backoff (up to {self.backoff.cap_s:g}s), "
+            self.fault.fault(result.retry_reason if result.held else
+                             f"{result.retry_reason}; retrying with backoff (up to {self.backoff.cap_s:g}s), "
                              "offsets are not committed past them", key=_fault_key(result.retry_reason))
             if not self._wait(delay, job, keepalive, abort):
                 return False

@@ -49,7 +49,7 @@ from .liveconfig import LiveConfig
 from .metrics import TransferMetrics
 from .pipeline import Pipeline
 from .status import StatusKey
-from .template import ensure_template
+from .template import TemplateGuard, ensure_template
 
 log = logging.getLogger("logtransfer")
 
@@ -94,6 +94,8 @@ class Transfer:
         self.metrics = TransferMetrics()
         self.es = make_es_client(t)
         self.indexer = Indexer(self.es, self.metrics)
+        self.template_guard = TemplateGuard(self.es)
+        self.indexer.guard = self.template_guard
         self.deadletters = DeadLetterProducer(cfg.kafka.producer_config(), t.id, self.metrics)
         self.pipeline = Pipeline(self.indexer, self.deadletters, self.metrics)
         self.consumer = GroupConsumer(
@@ -222,7 +224,9 @@ class Transfer:
         self.active = new
         if old is None or old.index != new.index:
             sleep = self.keepalive if self.consumer.subscription else None
-            ensure_template(self.es, new.index, abort=self.hard_stop if old else self.stopping.is_set, sleep=sleep)
+            installed = ensure_template(self.es, new.index, abort=self.hard_stop if old else self.stopping.is_set,
+                                        sleep=sleep)
+            self.template_guard.reset(new.index, installed)
             self.consumer.resume()
             if old is None and self.stopping.is_set():
                 return  # stopped while waiting for Elasticsearch: nothing to subscribe to

@@ -28,9 +28,12 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from confluent_kafka import KafkaError
 
 from logferry import __version__
 from logferry.config import AgentConfig, ConfigError, load_agent_config
@@ -89,6 +92,7 @@ class Agent:
         self._status_doc = b"{}"
         self._health: list[str] = ["starting"]  # reasons /health answers 503 (refresh_status)
         self._last_ack = time.monotonic()
+        self._cuts: dict[str, list] = {}  # path -> [last warning time, lines cut since] (fit's log)
         self.refusals = Refusals()  # records Kafka refused for good, held per file (agent/refusals.py)
         self.tail.paused = self.refusals.files  # a held file is not read until its refusal is over
         self._encoders: dict[str, SourceEncoder] = {}  # source_id -> its encoder (and Kafka key)
@@ -280,7 +284,8 @@ class Agent:
                 self.save_failed("stamp journal", self.stamps.path, e)
         now_json = timestamp_json(now)
         ts_json: dict[float, bytes] = {}  # replayed stamps
-        limit = self.sink.max_value_bytes
+        value_limit = self.sink.value_limit
+        limit = 0
         produce_many = self.sink.produce_many
         encoders = self._encoders
         nbytes = truncated = 0
@@ -297,6 +302,7 @@ class Agent:
                 enc = encoders.get(src)
                 if enc is None or enc.path != path or enc.fields is not fields:
                     enc = self._encoder(ev)
+                limit = value_limit(topic, len(enc.key))
             if ts is None:
                 tj = now_json
             else:
@@ -339,10 +345,49 @@ class Agent:
             # (a cut inside a UTF-8 sequence becomes U+FFFD, as at max_line_bytes)
             raw = raw[: int(len(raw) * (limit / len(value)) * 0.95)]
             value = enc.encode(raw, ev.offset, ts_json, True, ev.lines)
-        log.warning("a line of %s at offset %d makes a Kafka record over %d bytes: cut to %d bytes and "
-                    "marked truncated (raise [kafka] producer.message.max.bytes and the topic's max.message.bytes "
-                    "to keep such lines whole)", ev.path, ev.offset, limit, len(raw))
+        # one line per file a minute, with the count: a topic with a small limit may cut many
+        now = time.monotonic()
+        seen = self._cuts.get(ev.path)
+        if seen is None or now - seen[0] >= 60.0:
+            if len(self._cuts) >= 4096:
+                self._cuts.clear()
+            more = f" (and {seen[1]} more line(s) of this file since the last such message)" if seen and seen[1] else ""
+            self._cuts[ev.path] = [now, 0]
+            log.warning("a line of %s at offset %d makes a Kafka record over %d bytes: cut to %d bytes and "
+                        "marked truncated%s (raise [kafka] producer.message.max.bytes and the topic's "
+                        "max.message.bytes to keep such lines whole)", ev.path, ev.offset, limit, len(raw), more)
+        else:
+            seen[1] += 1
         return value
+
+    def fit_held(self, topics: set[str]) -> None:
+        """Records held because ``topics`` refused them as too large: learn each topic's limit,
+        cut what is over it, and retry at once (through the one-record-per-batch producer)."""
+        for topic in topics:
+            if self.sink.learn_limit(topic) is None:
+                continue
+            for hf in self.refusals.files.values():
+                if hf.topic != topic:
+                    continue
+                if not hf.records:
+                    continue
+                ev0, value0 = hf.records[0]
+                enc = self._encoders.get(ev0.source_id) or self._encoder(ev0)
+                limit = self.sink.value_limit(topic, len(enc.key))
+                ts0 = json.loads(value0)["@timestamp"].encode("ascii")
+                least = len(enc.encode(b"", ev0.offset, ts0, True, ev0.lines))
+                if least > limit:  # even an empty line's record is over it: nothing to cut
+                    hf.reason = (f"MSG_SIZE_TOO_LARGE: a record for topic {topic} cannot be smaller than {least} "
+                                 f"bytes (an empty line's), and the topic takes at most "
+                                 f"{self.sink.topic_max[topic]} bytes a batch: raise its max.message.bytes")
+                    continue
+                refit = deque()
+                for ev, value in hf.records:
+                    if len(value) > limit:
+                        ts_json = json.loads(value)["@timestamp"].encode("ascii")
+                        value = self.fit(enc, ev, ts_json, value, limit)
+                    refit.append((ev, value))
+                self.refusals.replace(hf, refit, time.monotonic())
 
     def handle_deliveries(self, deliveries: tuple[list, list]) -> None:
         acked, failed = deliveries
@@ -357,13 +402,18 @@ class Agent:
             # file, reading that file paused) and retried by a probe with a growing backoff.
             now, wall = time.monotonic(), time.time()
             refused = self.refusals.refused
+            too_large: set[str] = set()
             for d in failed:
                 ev = d.token
                 line = refused(ev.source_id, ev.path, ev.topic, refusal_reason(d.error), ev,
                                d.value, now, wall)
                 if line is not None:
                     log.warning("%s", line)
+                if d.error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    too_large.add(ev.topic)
             self.metrics.send_failures.inc(len(failed))
+            if too_large:
+                self.fit_held(too_large)
 
     def _probes_accepted(self, acked: list) -> None:
         now = time.monotonic()
@@ -371,8 +421,9 @@ class Agent:
         for ev in acked:
             if ev.source_id in self.refusals.files:
                 records, line = self.refusals.accepted(ev, now)
-                if line is not None:
-                    log.info("%s", line)
+                if line is not None:  # "" when said lately (a refusal that comes and goes)
+                    if line:
+                        log.info("%s", line)
                     resumed = True
                     self._produce_again(records)
         if resumed:

@@ -35,6 +35,17 @@ REQUIRED = {
 
 RECORD_OVERHEAD_BYTES = 4096
 
+#: Room a record needs around its key and value inside a batch of its own, uncompressed: the
+#: v2 record batch header (61 bytes) and one record's framing (varints, at most 21 bytes).
+BATCH_OVERHEAD_BYTES = 61 + 21 + 18  # (+18 spare)
+
+#: Settings of the second producer, for topics whose max.message.bytes is below our batches:
+#: one record per batch, uncompressed, so a record that fits the topic's limit is accepted.
+NARROW = {"batch.num.messages": "1", "linger.ms": "0", "compression.type": "none"}
+
+#: How often a topic's limit may be asked again (a refusal after a change of the topic).
+LEARN_EVERY_S = 60.0
+
 #: defaults tuned for throughput on log lines; the INI's [kafka] producer.* keys override them.
 DEFAULTS = {
     "linger.ms": "20",
@@ -95,7 +106,15 @@ class KafkaSink:
         rdlog.setLevel(logging.CRITICAL)
         conf["logger"] = rdlog
         conf["error_cb"] = self._on_error
+        self._conf = conf
         self._producer = Producer(conf)
+        self._narrow: Any = None  # Producer, made when a topic's limit is learned
+        #: topic -> its max.message.bytes, for topics that refused records as too large; their
+        #: records go through the narrow producer, cut to fit (see :meth:`value_limit`)
+        self.topic_max: dict[str, int] = {}
+        #: topics sent one record per batch: those that refused a record as too large
+        self.narrow_topics: set[str] = set()
+        self._asked: dict[str, float] = {}
         #: librdkafka refuses a larger record at produce(); the room for key, headers and the
         #: record's framing is kept free (a line is cut to fit, see ``Agent.produce_events``)
         self.max_value_bytes = int(conf.get("message.max.bytes", 1_000_000)) - RECORD_OVERHEAD_BYTES
@@ -127,12 +146,52 @@ class KafkaSink:
         """
         self.produce_many(topic, key, [(value, token)])
 
+    def value_limit(self, topic: str, key_len: int) -> int:
+        """Largest record value for ``topic`` with a key of ``key_len`` bytes."""
+        top = self.topic_max.get(topic)
+        if top is None:
+            return self.max_value_bytes
+        return min(self.max_value_bytes, top - BATCH_OVERHEAD_BYTES - key_len)
+
+    def learn_limit(self, topic: str, timeout: float = 5.0) -> int | None:
+        """Ask the brokers for ``topic``'s ``max.message.bytes`` after it refused a record as too large.
+
+        From then on the topic's records go one per batch (a batch of many is what most often
+        exceeds a small limit) and lines are cut to fit, marked truncated, instead of being
+        refused forever. None when the config cannot be read (no DescribeConfigs right, say):
+        the records stay held, with Kafka's reason. Asked at most once a minute per topic.
+        """
+        now = time.monotonic()
+        if now - self._asked.get(topic, float("-inf")) < LEARN_EVERY_S:
+            return self.topic_max.get(topic)
+        self._asked[topic] = now
+        from confluent_kafka.admin import AdminClient, ConfigResource
+
+        conf = {k: v for k, v in self._conf.items()
+                if k not in DEFAULTS and k not in REQUIRED and k not in NARROW and k != "error_cb"}
+        self.narrow_topics.add(topic)  # one per batch even if the limit stays unknown
+        try:
+            res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+            admin = AdminClient(conf)  # (kept referenced until the answer: a destroyed handle fails it)
+            entries = admin.describe_configs([res], request_timeout=timeout)[res].result(timeout)
+            limit = int(entries["max.message.bytes"].value)
+        except Exception as e:  # a missing right or an outage: keep holding, say why
+            log.warning("cannot read the max.message.bytes of topic %s (%s): its refused records stay held",
+                        topic, e)
+            return self.topic_max.get(topic)
+        if self.topic_max.get(topic) != limit:
+            log.info("topic %s takes records of at most %d bytes (max.message.bytes): its records now go one "
+                     "per batch, longer lines cut to fit and marked truncated", topic, limit)
+        self.topic_max[topic] = limit
+        return limit
+
     def produce_many(self, topic: str, key: bytes, records: list[tuple[bytes, Any]]) -> None:
         """:meth:`produce` for ``(value, token)`` pairs of one key (one file), in order."""
         q = self._sent.get(key)
         if q is None:
             q = self._sent[key] = deque()
-        produce = self._producer.produce
+        producer = self._producer if topic not in self.narrow_topics else self._narrow_producer()
+        produce = producer.produce
         cb = self._on_delivery  # one bound callback for every record (a closure each costs more)
         klen = len(key)
         size = count = 0
@@ -141,16 +200,27 @@ class KafkaSink:
                 value = rec[0]
                 q.append(rec)
                 try:
-                    # positional arguments: keywords cost more to parse
-                    produce(topic, value, key, -1, cb)
-                except BufferError:
-                    while True:
-                        self._producer.poll(0.05)
-                        try:
-                            produce(topic, value, key, -1, cb)
-                            break
-                        except BufferError:
-                            continue
+                    try:
+                        # positional arguments: keywords cost more to parse
+                        produce(topic, value, key, -1, cb)
+                    except BufferError:
+                        while True:
+                            producer.poll(0.05)
+                            try:
+                                produce(topic, value, key, -1, cb)
+                                break
+                            except BufferError:
+                                continue
+                except KafkaException as e:
+                    # Refused before queueing: librdkafka already knows the topic does not exist
+                    # (auto-creation off) or the record is invalid. A refusal like any other:
+                    # handed back from poll(), held by the agent. Only a fatal error stops it.
+                    q.pop()
+                    err = e.args[0] if e.args else None
+                    if not isinstance(err, KafkaError) or err.fatal():
+                        raise
+                    self._failed.append(Delivery(rec[1], err, value))
+                    continue
                 except BaseException:
                     q.pop()
                     raise
@@ -190,9 +260,23 @@ class KafkaSink:
         else:
             self._failed.append(Delivery(item[1], err, item[0]))
 
+    def _narrow_producer(self) -> Any:
+        if self._narrow is None:
+            self._narrow = Producer({**self._conf, **NARROW, "client.id": f"{self._conf['client.id']}-narrow"})
+        return self._narrow
+
     def poll(self, timeout: float = 0.0) -> tuple[list[Any], list[Delivery]]:
         """Serve delivery reports: ``(tokens acknowledged, records refused)`` since the last call."""
-        self._producer.poll(timeout)
+        narrow = self._narrow
+        if narrow is not None and len(narrow):
+            if len(self._producer):
+                narrow.poll(min(timeout, 0.005))
+                self._producer.poll(timeout)
+            else:
+                narrow.poll(timeout)
+                self._producer.poll(0)
+        else:
+            self._producer.poll(timeout)
         acked, failed = self._acked, self._failed
         if not acked and not failed:
             return [], []
@@ -204,6 +288,8 @@ class KafkaSink:
 
     def flush(self, timeout: float) -> tuple[list[Any], list[Delivery]]:
         """Wait up to `timeout` for everything queued; returns the reports that arrived."""
+        if self._narrow is not None:
+            self._narrow.flush(timeout)
         self._producer.flush(timeout)
         return self.poll(0)
 

@@ -33,6 +33,9 @@ from typing import Any
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
 SUMMARY_EVERY_S = 60.0
+#: a file whose refusal ends and starts again (a topic taking single records but not batches)
+#: logs its refusal and its recovery again only after this long
+RELOG_AFTER_S = 600.0
 
 
 @dataclass(slots=True)
@@ -68,7 +71,7 @@ class Refusals:
         self.summary_every_s = summary_every_s
         self.files: dict[str, HeldFile] = {}
         self.nbytes = 0
-        self._logged: set[tuple[str, str]] = set()
+        self._logged: dict[tuple[str, str], float] = {}  # (source, reason or "ok") -> when logged
         self._last_summary = float("-inf")
 
     # --- what the agent feeds in -----------------------------------------------------------
@@ -89,10 +92,8 @@ class Refusals:
         if event.topic != hf.topic:  # sent before the topic changed: it goes to the new one
             event = event._replace(topic=hf.topic)
         self._insert(hf, event, value)
-        key = (source, reason)
-        if key in self._logged:
+        if not self._log_now((source, reason), now):
             return None
-        self._logged.add(key)
         return (f"kafka refuses the lines of {path} for topic {topic}: {reason}; reading that file is paused "
                 f"and retried with a growing backoff (up to {self.max_backoff_s:.0f}s), its lines are held, "
                 "not dropped; the other files go on")
@@ -125,7 +126,8 @@ class Refusals:
             return [], None
         del self.files[source]
         self.nbytes -= hf.nbytes
-        self._forget_logged(source)
+        if not self._log_now((source, "ok"), now):
+            return list(hf.records), ""
         return list(hf.records), (f"kafka accepts the lines of {hf.path} for topic {hf.topic} again after "
                                   f"{now - hf.since:.0f}s; {len(hf.records)} held line(s) sent, reading resumes")
 
@@ -170,8 +172,27 @@ class Refusals:
                 moved.append(hf)
         return lines, moved
 
+    def replace(self, hf: HeldFile, records: deque[tuple[Any, bytes]], now: float) -> None:
+        """The held records of ``hf`` re-encoded (cut to a topic's limit): keep them, retry at once."""
+        n = sum(len(v) for _, v in records)
+        self.nbytes += n - hf.nbytes
+        hf.records, hf.nbytes = records, n
+        if hf.probe is None:
+            hf.backoff_s = self.first_backoff_s
+            hf.next_try = now
+
+    def _log_now(self, key: tuple[str, str], now: float) -> bool:
+        """Whether to log this (file, reason) now: the first time, then after RELOG_AFTER_S."""
+        last = self._logged.get(key)
+        if last is not None and now - last < RELOG_AFTER_S:
+            return False
+        if len(self._logged) >= 4096:
+            self._logged = {k: t for k, t in self._logged.items() if now - t < RELOG_AFTER_S}
+        self._logged[key] = now
+        return True
+
     def _forget_logged(self, source: str) -> None:
-        self._logged = {k for k in self._logged if k[0] != source}
+        self._logged = {k: t for k, t in self._logged.items() if k[0] != source}
 
     # --- what the agent reads out -----------------------------------------------------------
 

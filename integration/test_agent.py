@@ -32,10 +32,10 @@ def agents(stack: StackHandle, tmp_path: Path, prefix: str):
     """Factory of agent processes; all are stopped at the end (their logs printed on failure)."""
     made: list[AgentProcess] = []
 
-    def make(name: str, host_ip: str, **extra: str) -> AgentProcess:
+    def make(name: str, host_ip: str, kafka_extra: dict[str, str] | None = None, **extra: str) -> AgentProcess:
         home = tmp_path / f"agent-{name}"
         ini = agent_ini(etcd=stack.etcd_endpoints, kafka=stack.kafka_bootstrap, data_dir=home / "data",
-                        prefix=prefix, host_ip=host_ip, extra_agent=extra)
+                        prefix=prefix, host_ip=host_ip, extra_agent=extra, extra_kafka=kafka_extra)
         a = AgentProcess(home, ini)
         made.append(a)
         return a

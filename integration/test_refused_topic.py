@@ -110,3 +110,101 @@ def test_refusing_topic_bounded_quiet_others_flow_and_removal_clears(stack, etcd
         for f in admin.delete_topics([small]).values():
             with contextlib.suppress(Exception):  # cleanup only
                 f.result(30)
+
+
+def test_unknown_topic_without_auto_creation_blocks_one_file_until_created(stack, etcd, prefix, agents,  # noqa: F811
+                                                                          topic_factory, unique, tmp_path):
+    """The configuration many Kafka operators run: no topic auto-creation (here on the agent's
+    side, ``producer.allow.auto.create.topics = false``, which is what the broker's
+    ``auto.create.topics.enable=false`` looks like to a producer). A list entry naming a topic
+    that does not exist blocks that file only, with Kafka's reason; the other file flows; once
+    the topic is created, every line arrives exactly once."""
+    ip = "10.210.0.41"
+    good = topic_factory("known")
+    missing = f"it-missing-{unique}"
+    m_dir, app_dir = tmp_path / "m", tmp_path / "app"
+    m_dir.mkdir()
+    app_dir.mkdir()
+    m = LineWriter(m_dir / "m.log", "MISS")
+    m_lines = set(m.write(5000))
+    app = LineWriter(app_dir / "app.log", "KNOWN")
+    set_list(etcd, prefix, ip, [{"path": f"{app_dir}/*.log", "topic": good, "start_at": "beginning"},
+                                {"path": f"{m_dir}/*.log", "topic": missing, "start_at": "beginning"}])
+    agent = agents("unknown", ip, kafka_extra={"producer.allow.auto.create.topics": "false"}).start()
+
+    def blocked() -> list:
+        return ((status(etcd, prefix, ip) or {}).get("kafka") or {}).get("blocked") or []
+
+    app_lines: set[str] = set()
+    deadline = time.monotonic() + 120  # librdkafka gives up on an unknown topic after 30 s by default
+    while not any(b["path"] == str(m_dir / "m.log") for b in blocked()):
+        assert time.monotonic() < deadline, f"m.log never shown blocked: {status(etcd, prefix, ip)}"
+        app_lines.update(app.write(20))
+        time.sleep(0.5)
+    b = blocked()[0]
+    assert b["topic"] == missing and "UNKNOWN_TOPIC" in b["reason"] and "create it" in b["reason"], b
+    app_lines.update(app.write(500))
+    assert_exactly(wait_count(stack, good, len(app_lines)), app_lines)
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    assert missing not in admin.list_topics(timeout=10).topics, "the topic was created by someone"
+    log = agent.log_text()
+    warned = log.count(f"{m_dir / 'm.log'}")
+    admin.create_topics([NewTopic(missing, 1, 1)])[missing].result(30)
+    try:
+        wait_for(lambda: not blocked(), 120, "the file to resume once the topic exists")
+        assert_exactly(wait_count(stack, missing, len(m_lines), timeout=60), m_lines)
+        assert "Traceback" not in agent.log_text()
+        print(f"unknown topic, auto-creation off: blocked with {b['reason']!r} ({b['lines']} lines held); "
+              f"other file {len(app_lines)} lines exactly once meanwhile; log lines naming the file before "
+              f"the topic existed: {warned}; created → {len(m_lines)} lines exactly once")
+    finally:
+        with contextlib.suppress(Exception):
+            admin.delete_topics([missing])[missing].result(30)
+
+
+def test_too_large_for_the_topic_is_cut_to_its_limit_and_delivered(stack, etcd, prefix, agents,  # noqa: F811
+                                                                   unique, tmp_path):
+    """A topic whose ``max.message.bytes`` (2,000) is below the agent's batches (1 MiB) and below
+    some lines: the first refusal makes the agent read the topic's limit, send that topic's
+    records one per batch, and cut the lines over it, marked truncated, instead of holding them
+    forever. Every line arrives exactly once; the short ones whole."""
+    ip = "10.210.0.42"
+    narrow = f"it-narrow-{unique}"
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    admin.create_topics([NewTopic(narrow, 1, 1, config={"max.message.bytes": "2000"})])[narrow].result(30)
+    try:
+        d = tmp_path / "n"
+        d.mkdir()
+        w = LineWriter(d / "n.log", "NARROW")
+        short, long_ = set(), set()
+        for _ in range(30):
+            short.update(w.write(95, size=60))
+            long_.update(w.write(5, size=5000))
+        set_list(etcd, prefix, ip, [{"path": f"{d}/*.log", "topic": narrow, "start_at": "beginning"}])
+        agent = agents("narrow", ip).start()
+        total = len(short) + len(long_)
+        deadline = time.monotonic() + 180
+        while True:
+            recs = read_topic(stack, [narrow], total, timeout_s=10)
+            if len(recs) >= total or time.monotonic() > deadline:
+                break
+        whole = [r for r in recs if r["message"] in short]
+        cut = [r for r in recs if r["message"] not in short]
+        assert len(whole) == len(short) and {r["message"] for r in whole} == short
+        assert len(cut) == len(long_), f"{len(cut)} cut records for {len(long_)} long lines"
+        assert all("truncated" in (r.get("log", {}).get("flags") or []) for r in cut)
+        assert all(any(line.startswith(r["message"]) for line in long_) and len(r["message"]) < 2000 for r in cut)
+        assert len({r["message"][:20] for r in cut}) == len(long_)  # one per long line (numbered)
+        assert len({r["event"]["id"] for r in recs}) == len(recs) == total
+        wait_for(lambda: not ((status(etcd, prefix, ip) or {}).get("kafka") or {}).get("blocked"), 60,
+                 "the file no longer blocked")
+        log = agent.log_text()
+        assert "takes records of at most 2000 bytes" in log and "Traceback" not in log
+        cut_lines = log.count("marked truncated")
+        print(f"too large for the topic (max.message.bytes 2000): {len(whole)} short lines whole, {len(cut)} "
+              f"long lines cut to {max(len(r['message']) for r in cut)} chars and marked truncated, "
+              f"{len(recs)} records, each once; 'marked truncated' logged {cut_lines} time(s)")
+        assert cut_lines <= 3
+    finally:
+        with contextlib.suppress(Exception):
+            admin.delete_topics([narrow])[narrow].result(30)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from agent.refusals import Refusals
+from agent.refusals import RELOG_AFTER_S, Refusals
 
 
 class Ev(NamedTuple):
@@ -61,7 +61,12 @@ def test_accepted_probe_releases_the_rest_and_resumes() -> None:
     assert [e.offset for e, _ in rest] == [1, 2]
     assert line is not None and "again" in line
     assert r.files == {} and r.nbytes == 0 and r.error is None
-    assert refuse(r, ev(9), 2.0) is not None  # refused again later: said again
+    # refused again soon (a topic taking single records, not batches): not said again for 10
+    # minutes, nor its recovery; after that, said again
+    assert refuse(r, ev(9), 2.0) is None
+    (probe,) = r.due(3.5)
+    assert r.accepted(probe[0], 3.6) == ([], "")
+    assert refuse(r, ev(10), 2.0 + RELOG_AFTER_S) is not None
 
 
 def test_removed_entry_drops_and_changed_topic_moves_at_once() -> None:

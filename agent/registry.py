@@ -117,6 +117,11 @@ class Registry:
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.gone_ttl_s = gone_ttl_s
         self._entries: dict[str, RegistryEntry] = {}
+        #: sources in use -> entries using them. A new entry never takes a source in use: an entry
+        #: keeps its source when its identity changes (``ino:`` → ``fp:``), so a later file under
+        #: the old identity (the same file truncated and short again, say) would otherwise share
+        #: event ids with it
+        self._sources: dict[str, int] = {}
         self._lines: dict[str, str] = {}  # serialized entries, rebuilt only for _changed ones
         self._changed: set[str] = set()
         self._inputs: dict[str, float] = {}  # input id -> first start (wall clock)
@@ -170,6 +175,9 @@ class Registry:
         head: str = "",
     ) -> RegistryEntry:
         """Add (or replace) the entry for a file seen for the first time."""
+        old = self._entries.get(identity)
+        if old is not None:
+            self._unuse(old.source)
         entry = RegistryEntry(
             identity=identity,
             path=path,
@@ -177,10 +185,11 @@ class Registry:
             size_seen=size_seen,
             input_id=input_id,
             topic=topic,
-            source=source or identity,
+            source=self._unused(source or identity),
             head_len=head_len,
             head=head,
         )
+        self._use(entry.source)
         self._entries[identity] = entry
         self._gone_since.pop(identity, None)
         self._touch(identity)
@@ -238,7 +247,9 @@ class Registry:
             return None
         e.resets += 1
         e.offset = offset
-        e.source = f"{identity}#r{e.resets}"
+        self._unuse(e.source)
+        e.source = self._unused(f"{identity}#r{e.resets}")
+        self._use(e.source)
         e.head_len = 0
         e.head = ""
         self._touch(identity)
@@ -259,8 +270,10 @@ class Registry:
 
     def remove(self, identity: str) -> bool:
         """Forget a file; True if it was known."""
-        if self._entries.pop(identity, None) is None:
+        e = self._entries.pop(identity, None)
+        if e is None:
             return False
+        self._unuse(e.source)
         self._gone_since.pop(identity, None)
         self._touch(identity)
         return True
@@ -285,6 +298,24 @@ class Registry:
         for ident in removed:
             self.remove(ident)
         return removed
+
+    def _unused(self, source: str) -> str:
+        if source not in self._sources:
+            return source
+        k = 1
+        while f"{source}#n{k}" in self._sources:
+            k += 1
+        return f"{source}#n{k}"
+
+    def _use(self, source: str) -> None:
+        self._sources[source] = self._sources.get(source, 0) + 1
+
+    def _unuse(self, source: str) -> None:
+        n = self._sources.get(source, 0) - 1
+        if n > 0:
+            self._sources[source] = n
+        else:
+            self._sources.pop(source, None)
 
     def _touch(self, identity: str) -> None:
         self._changed.add(identity)
@@ -314,6 +345,9 @@ class Registry:
                 log.warning("registry %s missing; using the backup %s", self.path, self.bak)
             self._inputs = inputs
             self._entries = {e.identity: e for e in entries}
+            self._sources = {}
+            for e in entries:
+                self._use(e.source)
             self._lines = lines
             self._changed.clear()
             self._gone_since.clear()
@@ -325,7 +359,7 @@ class Registry:
                 "registry unreadable and no usable backup; refusing to guess offsets (move the file "
                 "away to start over, which re-reads files per start_at): " + "; ".join(errors)
             )
-        self._entries, self._lines, self._inputs = {}, {}, {}
+        self._entries, self._lines, self._inputs, self._sources = {}, {}, {}, {}
         self._changed.clear()
         self._dirty = False
         self.loaded_from = None

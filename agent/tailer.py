@@ -47,11 +47,13 @@ from typing import Any, NamedTuple
 
 from agent.fingerprint import (
     FINGERPRINT_BYTES,
+    birth_ns,
     digest,
     fp_hash,
     fp_inode,
     identity_of_stat,
     ino_identity,
+    inode_of,
     is_fp,
     is_ino,
     may_have_grown_into,
@@ -237,6 +239,7 @@ class Harvester:
         self.finished = False
         self.deleted = False
         self.truncations = 0
+        self.dropped_partials = 0  # partial lines cut by a read quantum when the file was truncated
         self.truncated_now = False
         self.last_read_bytes = 0
         self.last_data_at = time.monotonic()
@@ -309,7 +312,7 @@ class Harvester:
         expected = self.identity
         if expected is None or (expected == current and is_fp(current)):
             return
-        grown = is_ino(expected) and may_have_grown_into(expected, st, self.fingerprint_bytes)
+        grown = is_ino(expected) and may_have_grown_into(expected, st, self.fingerprint_bytes, birth_ns(fd))
         if expected == current or grown:
             # Same inode number (or grown into a fingerprint): not a recycled inode holding another file?
             if self.head_len and digest(os.pread(fd, self.head_len, 0)) != self.head:
@@ -368,11 +371,13 @@ class Harvester:
         assert fd is not None and self._splitter is not None
         st = os.fstat(fd)
         size = st.st_size
+        # (rewritten to the very size we had read, between two reads: only the mtime says so)
+        touched = size > self._pos or (size == self._pos and st.st_mtime_ns != self.mtime_ns)
         self.size, self.mtime_ns = size, st.st_mtime_ns
         if st.st_nlink == 0 and not self.deleted:
             self.deleted = True
             self.draining = True
-        if size < self._pos or (size > self._pos and self._content_replaced(fd, st)):
+        if size < self._pos or (touched and self._content_replaced(fd, st)):
             return self._restart_truncated(now)
         if is_ino(self.identity or "") and size >= self.fingerprint_bytes:
             self.identity = identity_of_stat(fd, st, self.fingerprint_bytes)
@@ -440,10 +445,13 @@ class Harvester:
         except OSError:
             return False
 
-    def _flush_everything(self) -> list[Record]:
+    def _flush_everything(self, keep_partial: bool = True) -> list[Record]:
         out: list[Record] = []
         assert self._splitter is not None
         partial = self._splitter.flush_partial()
+        if partial is not None and not keep_partial:
+            self.dropped_partials += 1
+            partial = None
         if self._joiner is not None:
             recs = self._joiner.feed(partial) if partial is not None else []
             recs += self._joiner.flush_all()
@@ -471,14 +479,20 @@ class Harvester:
     def _content_replaced(self, fd: int, st: os.stat_result) -> bool:
         # Truncated and regrown past our offset between two reads: only the head tells.
         ident = self.identity or ""
-        if is_fp(ident):
-            return identity_of_stat(fd, st, self.fingerprint_bytes) != ident
+        if is_fp(ident):  # (same descriptor, same inode: only the head can differ)
+            head = os.pread(fd, self.fingerprint_bytes, 0)
+            return len(head) < self.fingerprint_bytes or digest(head) != fp_hash(ident)
         if self.head_len:
             return digest(os.pread(fd, self.head_len, 0)) != self.head
         return False
 
     def _restart_truncated(self, now: float) -> list[Record]:
-        out = self._flush_everything()  # the old content's last bytes: handed out, not dropped
+        # The old content's last bytes are handed out, not dropped, when they were its end (an
+        # unterminated last line). A partial line cut by a read quantum is not: its rest is gone
+        # with the truncation, and handed out it would carry the id of the whole line, which an
+        # earlier run may have sent (a crash, then a re-read in smaller pieces): Elasticsearch
+        # would replace that line by its start. It is in the window copytruncate can lose.
+        out = self._flush_everything(keep_partial=self.at_eof)
         log.info("%s: truncated (size %d < offset %d or head changed): reading again from 0",
                  self.path, self.size, self._pos)
         fd = self.fd
@@ -966,10 +980,13 @@ class TailManager:
                     log.info("%s: inode %d was reused by a new file; reading it from 0", path, st.st_ino)
                     self._drop(f)
                 continue
-            old = ino_identity(st)
+            if is_ino(ident):
+                continue  # (an ino: identity not tracked: a new file, nothing grew)
+            birth = birth_ns(path)
+            old = ino_identity(st, birth)
             g = self._files.get(old)
             if (g is not None and not g.harv.is_open
-                    and may_have_grown_into(old, st, self.fingerprint_bytes) and self._head_ok(g, path, st)):
+                    and may_have_grown_into(old, st, self.fingerprint_bytes, birth) and self._head_ok(g, path, st)):
                 g.harv.identity = ident
                 self._rekey(g, old, ident)
 
@@ -1042,7 +1059,9 @@ class TailManager:
 
             # a new device number keeps the inode number; the same path alone is no proof
             # (logrotate's new app.log, alike, has the old one's path and another inode)
-            files_here = files if inode is None else [f for f in files if f[2].st_ino == inode[1]]
+            born = inode_of(entry.identity)[1]
+            files_here = files if inode is None else [
+                f for f in files if f[2].st_ino == inode[1] and born in (None, inode_of(f[0])[1])]
             if not files_here:
                 continue
             best = max(files_here, key=lambda f, path=entry.path: f[1] == path)
@@ -1088,9 +1107,10 @@ class TailManager:
             log.info("%s: inode %d was reused by a new file; reading it from 0", path, st.st_ino)
             entry = reg.reset(ident)
         if entry is None and is_fp(ident):
-            old = ino_identity(st)
+            birth = birth_ns(path)
+            old = ino_identity(st, birth)
             e2 = reg.get(old)
-            if e2 is not None and may_have_grown_into(old, st, self.fingerprint_bytes) and (
+            if e2 is not None and may_have_grown_into(old, st, self.fingerprint_bytes, birth) and (
                 not e2.head_len or _head_matches(path, e2.head_len, e2.head)
             ):
                 entry = reg.rename(old, ident)

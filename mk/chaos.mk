@@ -22,7 +22,7 @@ chaos-short: $(VENV)/.installed ## the short chaos test of `make test` (30,000 l
 chaos-net-down: $(VENV)/.installed ## remove the chaos bridge and network namespaces left by a killed run
 	$(PY) -m chaos net-down
 
-MODEL_EXAMPLES ?= 2000
+MODEL_EXAMPLES ?= 20000
 .PHONY: model-check
 model-check: $(VENV)/.installed ## the file tracker against a model (issue 20): MODEL_EXAMPLES random runs of file operations and crashes; keeps .hypothesis/
-	LOGFERRY_MODEL_EXAMPLES=$(MODEL_EXAMPLES) $(PY) -m pytest chaos/test_tracker_model.py -q -p no:cacheprovider --hypothesis-show-statistics
+	LOGFERRY_MODEL_EXAMPLES=$(MODEL_EXAMPLES) $(PY) -m pytest tests/test_tracker_model.py -q -p no:cacheprovider --hypothesis-show-statistics

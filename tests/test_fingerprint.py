@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from agent.fingerprint import (
     FINGERPRINT_BYTES,
+    birth_ns,
     digest,
     fp_hash,
     fp_inode,
     head_digest,
     identity,
     ino_identity,
+    inode_of,
     is_fp,
     is_ino,
     may_have_grown_into,
@@ -23,8 +27,11 @@ def test_short_file_goes_by_inode(tmp_path: Path) -> None:
     p = tmp_path / "a.log"
     p.write_bytes(b"x" * (FINGERPRINT_BYTES - 1))
     st = os.stat(p)
-    assert identity(p) == f"ino:{st.st_dev}:{st.st_ino}" == ino_identity(st)
+    birth = birth_ns(str(p))
+    assert identity(p) == ino_identity(st, birth) == (
+        f"ino:{st.st_dev}:{st.st_ino}" + (f"+b{birth}" if birth is not None else ""))
     assert is_ino(identity(str(p))) and not is_fp(identity(p))
+    assert inode_of(identity(p)) == ((st.st_dev, st.st_ino), birth)
 
 
 def test_fingerprint_from_one_kib_and_same_by_fd_or_path(tmp_path: Path) -> None:
@@ -33,7 +40,8 @@ def test_fingerprint_from_one_kib_and_same_by_fd_or_path(tmp_path: Path) -> None
     p.write_bytes(head + b"more lines\n")
     ident = identity(p)
     st = os.stat(p)
-    assert ident == f"fp:{digest(head)}@{st.st_dev}:{st.st_ino}"
+    birth = birth_ns(str(p))
+    assert ident == f"fp:{digest(head)}@{st.st_dev}:{st.st_ino}" + (f"+b{birth}" if birth is not None else "")
     assert fp_hash(ident) == digest(head) and fp_inode(ident) == (st.st_dev, st.st_ino)
     fd = os.open(p, os.O_RDONLY)
     try:
@@ -82,7 +90,7 @@ def test_may_have_grown_into(tmp_path: Path) -> None:
         f.write(b"z" * 2000)
     st = os.stat(p)
     assert is_fp(identity(p))
-    assert may_have_grown_into(old, st)
+    assert may_have_grown_into(old, st, birth=birth_ns(str(p)))
     other = tmp_path / "other.log"
     other.write_bytes(b"q" * 2000)
     assert not may_have_grown_into(old, os.stat(other))  # another inode
@@ -98,3 +106,21 @@ def test_head_digest_is_the_prefix_check(tmp_path: Path) -> None:
         assert head_digest(fd, 0) == digest(b"")
     finally:
         os.close(fd)
+
+
+def test_a_new_file_on_a_recycled_inode_is_a_new_identity(tmp_path: Path) -> None:
+    """Same path, same first KiB, same inode number: told apart by the birth time (where kept)."""
+    body = b"2024-01-01 same banner\n" * 100
+    p = tmp_path / "a.log"
+    p.write_bytes(body)
+    before, ino = identity(p), os.stat(p).st_ino
+    if birth_ns(str(p)) is None:
+        pytest.skip("this filesystem keeps no birth time")
+    for _ in range(50):
+        p.unlink()
+        p.write_bytes(body)
+        if os.stat(p).st_ino == ino:
+            break
+    else:
+        pytest.skip("the inode was not reused")
+    assert identity(p) != before and fp_hash(identity(p)) == fp_hash(before)

@@ -174,3 +174,17 @@ def test_ten_thousand_entries_save_cheaply(tmp_path: Path) -> None:
     assert first < 1.0 and again < 0.5, (first, again)
     loaded = fresh(tmp_path)
     assert len(loaded) == 10_000 and loaded.get(f"fp:{10:032x}").offset == 11  # type: ignore[union-attr]
+
+
+def test_a_new_entry_never_takes_a_source_in_use(tmp_path: Path) -> None:
+    r = fresh(tmp_path)
+    r.create("ino:1:2", path="/a")
+    r.rename("ino:1:2", "fp:x@1:2")  # keeps source ino:1:2
+    e = r.create("ino:1:2", path="/a")  # the same file short again, after a truncate
+    assert e.source == "ino:1:2#n1"
+    assert r.reset("ino:1:2") is not None and r.get("ino:1:2").source == "ino:1:2#r1"  # type: ignore[union-attr]
+    r.remove("fp:x@1:2")
+    assert r.create("ino:9:9", path="/b", source="ino:1:2").source == "ino:1:2"  # free again
+    r.save()
+    again = fresh(tmp_path)
+    assert again.create("ino:5:5", path="/c", source="ino:1:2").source == "ino:1:2#n1"  # in use after load

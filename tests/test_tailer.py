@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.fingerprint import is_fp, is_ino
+from agent.fingerprint import birth_ns, is_fp, is_ino
 from agent.registry import Registry
 from agent.tailer import Event, FileChanged, FileScanner, Harvester, TailManager
 
@@ -302,7 +302,7 @@ def test_inode_reuse_while_the_agent_was_down(tmp_path: Path, logs: Path) -> Non
     log = logs / "a.log"
     write(log, "first file\n")
     tm, reg = manager(tmp_path, [spec(log, start_at="beginning")])
-    collect(tm)
+    (old,) = collect(tm)
     reg.save()
     tm.close()
     ino = os.stat(log).st_ino
@@ -312,7 +312,83 @@ def test_inode_reuse_while_the_agent_was_down(tmp_path: Path, logs: Path) -> Non
     tm2, _ = manager(tmp_path, [spec(log, start_at="beginning")])
     got = collect(tm2)
     assert msgs(got) == ["another file!", "longer than the first"]
-    assert got[0].source_id.endswith("#r1")  # not the old file's event ids
+    # not the old file's event ids: a new source (a new birth time in the identity where the
+    # filesystem keeps one, else the old entry reset by its different first bytes: "#r1")
+    assert got[0].source_id != old.source_id
+    assert got[0].identity != old.identity or got[0].source_id.endswith("#r1")
+
+
+def test_model_found_a_line_cut_by_a_read_quantum_is_not_handed_out_at_truncation(tmp_path: Path,
+                                                                                   logs: Path) -> None:
+    """Found by tests/test_tracker_model.py (shrunk): a 300-byte line read 64 bytes at a time,
+    the file truncated in between. Handed out, the 64 bytes would carry the id of the whole line
+    (sent whole by a run before a crash, say) and replace it in Elasticsearch; or, cut inside a
+    UTF-8 sequence, arrive as "\ufffd\ufffd". They are in copytruncate's window instead."""
+    log = logs / "a.log"
+    write(log, "L000001 " + "日本" * 100 + "\n")
+    tm, _ = manager(tmp_path, [spec(log, start_at="beginning")])
+    assert tm.poll(64) == []  # the start of the line, held: its rest is not read yet
+    os.truncate(log, 0)
+    write(log, "after\n")
+    assert msgs(collect(tm)) == ["after"]
+
+
+def test_model_found_a_new_file_on_the_inode_of_an_unsaved_one_gets_its_own_ids(tmp_path: Path,
+                                                                                 logs: Path) -> None:
+    """Found by tests/test_tracker_model.py (shrunk): a short file read, the agent killed before
+    its first registry save, the file deleted and a new one created on the same inode while it
+    was down. Nothing on disk tells them apart but the birth time: without it the new file's
+    first line got the old one's event id (and replaced it in Elasticsearch)."""
+    log = logs / "a.log"
+    write(log, "L000001 x\n")
+    tm, _ = manager(tmp_path, [spec(log, start_at="beginning")])
+    (old,) = collect(tm, ack=False)
+    tm.close()  # killed: the registry was never saved
+    if birth_ns(str(log)) is None:
+        pytest.skip("this filesystem keeps no birth time")
+    ino = os.stat(log).st_ino
+    os.unlink(log)
+    reused = recreate_with_inode(logs, ino, "L000003 x\n")
+    os.rename(reused, log)
+    tm2, _ = manager(tmp_path, [spec(log, start_at="beginning")])
+    (new,) = collect(tm2)
+    assert new.message == "L000003 x" and new.offset == old.offset == 0
+    assert new.source_id != old.source_id
+
+
+def test_model_found_a_file_rewritten_to_the_size_already_read_is_read_again(tmp_path: Path,
+                                                                             logs: Path) -> None:
+    """Found by tests/test_tracker_model.py (shrunk): lines read, the file truncated, and as many
+    bytes written again before the next read. The size says nothing; the changed mtime makes the
+    agent compare the head, which tells."""
+    log = logs / "b.log"
+    write(log, "L000001 x\nL000002 x\n")
+    tm, _ = manager(tmp_path, [spec(log, start_at="beginning")])
+    assert msgs(collect(tm)) == ["L000001 x", "L000002 x"]
+    before = os.stat(log).st_mtime_ns
+    write(log, "L000005 x\nL000006 x\n", "w")
+    os.utime(log, ns=(before + 10_000_000, before + 10_000_000))  # a tick later, as in practice
+    assert msgs(collect(tm)) == ["L000005 x", "L000006 x"]
+
+
+def test_model_found_a_file_short_again_after_a_truncate_gets_its_own_ids(tmp_path: Path, logs: Path) -> None:
+    """Found by tests/test_tracker_model.py (shrunk): a short file read (source ``ino:…``), grown
+    past the fingerprint (identity ``fp:…``, source kept), truncated and written short again,
+    the agent killed before it noticed. At restart the short file is ``ino:…`` again, a new
+    registry entry: it must not take the source the first entry still holds."""
+    log = logs / "c.log"
+    write(log, "L000001 x\n")
+    tm, _ = manager(tmp_path, [spec(log, start_at="beginning")])
+    (first,) = collect(tm, ack=False)
+    write(log, "z" * 2000 + "\n")
+    collect(tm, ack=False)
+    os.truncate(log, 0)
+    write(log, "L000003 x\n")
+    tm.close()  # killed before its next poll
+    tm2, _ = manager(tmp_path, [spec(log, start_at="beginning")])
+    (again,) = collect(tm2)
+    assert again.message == "L000003 x" and again.offset == first.offset == 0
+    assert again.source_id != first.source_id
 
 
 def recreate_with_inode(directory: Path, ino: int, text: str) -> Path:

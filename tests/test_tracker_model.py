@@ -25,11 +25,13 @@ as is its record identity, ``(source_id, offset)``: the same key as ``event.id``
   or deleted, and a deleted file's lines while the agent was down. Those may be delivered (the
   tracker had them already) or not, never twice.
 
-``make model-check`` runs it (``LOGFERRY_MODEL_EXAMPLES`` examples, 2,000 by default), keeping
-Hypothesis' database in ``.hypothesis/`` between runs. It is not part of ``make test`` yet: it
-finds defects not fixed so far (a partial line cut by a read quantum handed out as a line when
-its file is truncated or replaced; event ids shared by an unsaved file and a new file on its
-recycled inode after a crash), listed with their shrunk examples in issue 20's notes.
+``make test`` runs it with a bounded budget (``LOGFERRY_MODEL_EXAMPLES``, 1,500 examples, about
+half a minute here); ``make model-check`` runs 20,000 by default (``MODEL_EXAMPLES``), keeping Hypothesis' database in
+``.hypothesis/`` between runs. The defects it found, each now a plain regression test in
+tests/test_tailer.py (``test_model_found_*``): a partial line cut by a read quantum handed out
+as a line at a truncation; a new file on the inode of one never saved (a crash) taking its event
+ids (fixed by the birth time in the identity); a file rewritten to the size already read looking
+unchanged; a file short again after a truncate taking the source its grown entry still held.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -44,11 +47,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from agent.fingerprint import fp_inode
+from agent.fingerprint import birth_ns, inode_of
 from agent.registry import Registry
 from agent.tailer import Event, TailManager
 
-EXAMPLES = int(os.environ.get("LOGFERRY_MODEL_EXAMPLES", "2000"))
+EXAMPLES = int(os.environ.get("LOGFERRY_MODEL_EXAMPLES", "1500"))
 NAMES = ("a.log", "b.log", "c.log")
 BANNER = [f"BANNER {i:02d} {'=' * 60}" for i in range(24)]  # 24 lines, ~1.7 KiB: over the fingerprint
 
@@ -56,11 +59,9 @@ words = st.sampled_from(["x", "é", "日本", "ok", "💥", "a" * 300, "z" * 200
 
 
 def _inode(identity: str) -> int | None:
-    """The inode number in an ``fp:<hash>@<dev>:<ino>`` or ``ino:<dev>:<ino>`` identity."""
-    inode = fp_inode(identity)
-    if inode is not None:
-        return inode[1]
-    return int(identity.rsplit(":", 1)[1]) if identity.startswith("ino:") else None
+    """The inode number in an ``fp:<hash>@<dev>:<ino>…`` or ``ino:<dev>:<ino>…`` identity."""
+    inode = inode_of(identity)[0]
+    return inode[1] if inode is not None else None
 
 
 class TrackerModel(RuleBasedStateMachine):
@@ -82,7 +83,7 @@ class TrackerModel(RuleBasedStateMachine):
         self.acked: set[tuple[str, int]] = set()
         self.tm: TailManager | None = None
         self.reg: Registry | None = None
-        self._ino_of_source: dict[str, int | None] = {}
+        self._file_of_source: dict[str, tuple[int | None, int | None]] = {}  # source -> (inode, birth)
         self.banner_inodes: set[int] = set()  # inodes that held a file starting with BANNER
         self.recycled: set[int] = set()  # ... and were given to another such file (known limit)
         self.start()
@@ -108,7 +109,7 @@ class TrackerModel(RuleBasedStateMachine):
             prev = self.texts_of.setdefault(key, text)
             assert prev == text or _inode(e.identity) in self.recycled, f"{key} delivered as {prev!r} and as {text!r}"
             self.ids_of.setdefault(text, set()).add(key)
-            self._ino_of_source[e.source_id] = _inode(e.identity)
+            self._file_of_source[e.source_id] = (_inode(e.identity), inode_of(e.identity)[1])
             self.inflight.append(e)
 
     def _ino_at(self, path: str) -> int | None:
@@ -130,9 +131,10 @@ class TrackerModel(RuleBasedStateMachine):
         if new:
             self.content[name] = []
             ino = os.stat(self.logs / name).st_ino
-            if texts[:1] == BANNER[:1] and ino in self.banner_inodes:
-                # Known limit (docs/runbook.md "Files that start alike"): a file on a recycled
-                # inode that starts with the same KiB as the file that had it is taken for it.
+            if texts[:1] == BANNER[:1] and ino in self.banner_inodes and birth_ns(str(self.logs / name)) is None:
+                # Known limit where the filesystem keeps no birth time (docs/runbook.md "Files
+                # that start alike"): a file on a recycled inode that starts with the same KiB as
+                # the file that had it is taken for it.
                 self.recycled.add(ino)
             if texts[:1] == BANNER[:1]:
                 self.banner_inodes.add(ino)
@@ -180,6 +182,10 @@ class TrackerModel(RuleBasedStateMachine):
         self._lose_unread(name)
         os.truncate(self.logs / name, 0)
         self.content[name] = []
+        # Known limit: a file rewritten to exactly the size already read within one timestamp
+        # tick of the last read (the kernel's coarse clock, a few ms) looks unchanged until it
+        # grows. Writes after a truncate here come a tick later, as they do in practice.
+        time.sleep(0.012)
 
     @rule(name=st.sampled_from([*NAMES, *(f"{n}.1" for n in NAMES), *(f"{n}.2" for n in NAMES)]))
     def delete(self, name: str) -> None:
@@ -199,11 +205,12 @@ class TrackerModel(RuleBasedStateMachine):
         """How many of ``name``'s lines the tracker has emitted (its events for this inode)."""
         if not self.up:
             return 0  # down: it may have read nothing more, and can read nothing now
-        ino = self._ino_at(str(self.logs / name))
+        path = str(self.logs / name)
+        here = (self._ino_at(path), birth_ns(path))
         texts = self.content.get(name, [])
         got = 0
         for i, t in enumerate(texts):
-            if any(self._ino_of_source.get(src) == ino for src, _ in self.ids_of.get(t, ())):
+            if any(self._file_of_source.get(src) == here for src, _ in self.ids_of.get(t, ())):
                 got = i + 1
         return got
 

@@ -9,9 +9,10 @@ or refusing topic looks like to the tracker.
 Rules, in any order: append lines (short, long, multi-byte UTF-8) to a file, creating it;
 create a file that starts with the same 1.5 KiB as another (files alike); rotate by rename
 (``x.log`` → ``x.log.1`` → ``x.log.2``, the oldest deleted); copytruncate (the copy outside the
-glob); truncate; delete; save the registry; poll with a random byte budget; acknowledge some
-records; crash (all memory state dropped, the registry as last saved) and, after more file
-operations while down, start again.
+glob); truncate; delete; change the collect list while files are open and records in flight
+(remove an input, change a topic, change a path so that one glob replaces two); save the
+registry; poll with a random byte budget; acknowledge some records; crash (all memory state
+dropped, the registry as last saved) and, after more file operations while down, start again.
 
 The model is a multiset of line texts: every line written to a collected file, counted once per
 file that holds it (files alike share their first lines' texts). What each line was delivered
@@ -22,7 +23,7 @@ as is its record identity, ``(source_id, offset)``: the same key as ``event.id``
 * at the end (agent up, every record acknowledged, every file read to its end): each text was
   delivered as many times as the model says, except lines the design says may be lost: lines
   not yet read when their file was truncated (copytruncate: the copy keeps them, docs/runbook.md)
-  or deleted, and a deleted file's lines while the agent was down. Those may be delivered (the
+  or deleted, and a deleted file's lines while the agent was down or its input removed. Those may be delivered (the
   tracker had them already) or not, never twice.
 
 ``make test`` runs it with a bounded budget (``LOGFERRY_MODEL_EXAMPLES``, 1,500 examples, about
@@ -86,15 +87,29 @@ class TrackerModel(RuleBasedStateMachine):
         self._file_of_source: dict[str, tuple[int | None, int | None]] = {}  # source -> (inode, birth)
         self.banner_inodes: set[int] = set()  # inodes that held a file starting with BANNER
         self.recycled: set[int] = set()  # ... and were given to another such file (known limit)
+        self.kind = "both"
         self.start()
 
     # --- the agent ----------------------------------------------------------------------------
 
+    def inputs(self, kind: str) -> list[dict[str, object]]:
+        """The collect lists the model switches between (a, b in one input, c in another)."""
+        def entry(glob: str, topic: str = "t") -> dict[str, object]:
+            return {"path": str(self.logs / glob), "topic": topic, "start_at": "beginning", "max_line_bytes": 1 << 20}
+        return {
+            "both": [entry("[ab].log*"), entry("c.log*")],
+            "c_removed": [entry("[ab].log*")],
+            "topic_changed": [entry("[ab].log*", "t2"), entry("c.log*")],
+            "one_glob": [entry("*.log*")],  # a path changed: another input id, same files
+        }[kind]
+
+    def watched(self, name: str) -> bool:
+        return self.up and (self.kind != "c_removed" or not name.startswith("c."))
+
     def start(self) -> None:
         self.reg = Registry(self.root / "data" / "registry.json")
         self.reg.load()
-        self.tm = TailManager([{"path": str(self.logs / "*.log*"), "topic": "t", "start_at": "beginning",
-                                "max_line_bytes": 1 << 20}], self.reg, use_inotify=False,
+        self.tm = TailManager(self.inputs(self.kind), self.reg, use_inotify=False,
                               scan_interval_s=0.0, max_open_files=2, partial_flush_s=3600.0)
         self.inflight = []
 
@@ -203,8 +218,8 @@ class TrackerModel(RuleBasedStateMachine):
 
     def _emitted_lines(self, name: str) -> int:
         """How many of ``name``'s lines the tracker has emitted (its events for this inode)."""
-        if not self.up:
-            return 0  # down: it may have read nothing more, and can read nothing now
+        if not self.watched(name):
+            return 0  # down, or not in the list: it may have read nothing more, and reads nothing now
         path = str(self.logs / name)
         here = (self._ino_at(path), birth_ns(path))
         texts = self.content.get(name, [])
@@ -230,6 +245,14 @@ class TrackerModel(RuleBasedStateMachine):
             self.tm.ack(e.identity, e.next_offset)
             self.acked.add((e.source_id, e.offset))
         del self.inflight[:k]
+
+    @precondition(lambda self: self.up)
+    @rule(kind=st.sampled_from(["both", "c_removed", "topic_changed", "one_glob"]))
+    def change_list(self, kind: str) -> None:
+        """A new collect list applied while files are open and records are in flight."""
+        assert self.tm is not None
+        self.kind = kind
+        self.tm.set_inputs(self.inputs(kind))
 
     @precondition(lambda self: self.up)
     @rule()
@@ -268,6 +291,7 @@ class TrackerModel(RuleBasedStateMachine):
             if not self.up:
                 self.start()
             assert self.tm is not None
+            self.change_list("both")  # everything collected again: all that was written is due
             quiet = 0
             for _ in range(400):
                 evs = self.tm.poll(1 << 20)

@@ -137,9 +137,7 @@ def fp_hash(ident: str) -> str | None:
 
 def fp_inode(ident: str) -> tuple[int, int] | None:
     """(device, inode) of an ``fp:`` identity; None for ``ino:`` and for plain ``fp:<hash>`` (pre-0.2)."""
-    if not is_fp(ident) or "@" not in ident:
-        return None
-    return _parse_inode(ident.split("@", 1)[1])[0]
+    return inode_of(ident)[0] if is_fp(ident) else None
 
 
 def inode_of(ident: str) -> tuple[tuple[int, int] | None, int | None]:

@@ -367,9 +367,7 @@ class Agent:
             if self.sink.learn_limit(topic) is None:
                 continue
             for hf in self.refusals.files.values():
-                if hf.topic != topic:
-                    continue
-                if not hf.records:
+                if hf.topic != topic or not hf.records:
                     continue
                 ev0, value0 = hf.records[0]
                 enc = self._encoders.get(ev0.source_id) or self._encoder(ev0)

@@ -50,7 +50,6 @@ from agent.fingerprint import (
     birth_ns,
     digest,
     fp_hash,
-    fp_inode,
     identity_of_stat,
     ino_identity,
     inode_of,
@@ -239,7 +238,6 @@ class Harvester:
         self.finished = False
         self.deleted = False
         self.truncations = 0
-        self.dropped_partials = 0  # partial lines cut by a read quantum when the file was truncated
         self.truncated_now = False
         self.last_read_bytes = 0
         self.last_data_at = time.monotonic()
@@ -449,8 +447,7 @@ class Harvester:
         out: list[Record] = []
         assert self._splitter is not None
         partial = self._splitter.flush_partial()
-        if partial is not None and not keep_partial:
-            self.dropped_partials += 1
+        if not keep_partial:
             partial = None
         if self._joiner is not None:
             recs = self._joiner.feed(partial) if partial is not None else []
@@ -492,9 +489,12 @@ class Harvester:
         # with the truncation, and handed out it would carry the id of the whole line, which an
         # earlier run may have sent (a crash, then a re-read in smaller pieces): Elasticsearch
         # would replace that line by its start. It is in the window copytruncate can lose.
+        assert self._splitter is not None
+        cut = "" if self.at_eof or not self._splitter.has_partial else \
+            "; the line it was reading in part is lost with the old content"
         out = self._flush_everything(keep_partial=self.at_eof)
-        log.info("%s: truncated (size %d < offset %d or head changed): reading again from 0",
-                 self.path, self.size, self._pos)
+        log.info("%s: truncated (size %d < offset %d or head changed): reading again from 0%s",
+                 self.path, self.size, self._pos, cut)
         fd = self.fd
         assert fd is not None
         st = os.fstat(fd)
@@ -1053,13 +1053,12 @@ class TailManager:
             files = waiting.get(fp_hash(entry.identity) or "")
             if not files:
                 continue
-            inode = fp_inode(entry.identity)
+            inode, born = inode_of(entry.identity)  # (None, None) for a 0.1 entry: fp:<hash> only
             if inode in present:
                 continue  # its own file is here under its identity
 
             # a new device number keeps the inode number; the same path alone is no proof
             # (logrotate's new app.log, alike, has the old one's path and another inode)
-            born = inode_of(entry.identity)[1]
             files_here = files if inode is None else [
                 f for f in files if f[2].st_ino == inode[1] and born in (None, inode_of(f[0])[1])]
             if not files_here:

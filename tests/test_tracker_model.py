@@ -75,13 +75,11 @@ class TrackerModel(RuleBasedStateMachine):
         self.archive.mkdir()
         self.n = 0
         self.content: dict[str, list[str]] = {}  # path name -> its lines (texts), in order
-        self.read: dict[int, int] = {}  # inode -> lines emitted by the tracker so far (this instance)
         self.expected: Counter[str] = Counter()
         self.may_lose: Counter[str] = Counter()
         self.texts_of: dict[tuple[str, int], str] = {}  # delivered identity -> text
         self.ids_of: dict[str, set[tuple[str, int]]] = {}  # text -> identities it was delivered as
         self.inflight: list[Event] = []
-        self.acked: set[tuple[str, int]] = set()
         self.tm: TailManager | None = None
         self.reg: Registry | None = None
         self._file_of_source: dict[str, tuple[int | None, int | None]] = {}  # source -> (inode, birth)
@@ -243,7 +241,6 @@ class TrackerModel(RuleBasedStateMachine):
         assert self.tm is not None
         for e in self.inflight[:k]:
             self.tm.ack(e.identity, e.next_offset)
-            self.acked.add((e.source_id, e.offset))
         del self.inflight[:k]
 
     @precondition(lambda self: self.up)

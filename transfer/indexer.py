@@ -187,6 +187,7 @@ class BulkJob:
     chunk: int | None = None  # send at most this many per request (after a 400/413 on the whole)
     future: Future[_Answer] | None = field(default=None, repr=False)
     sent: list[int] = field(default_factory=list, repr=False)  # what ``future`` carries
+    indices: frozenset[str] | None = field(default=None, repr=False)  # its items' index names, once
 
     def __post_init__(self) -> None:
         if not self.pending:
@@ -286,7 +287,9 @@ class Indexer:
     def _held(self, job: BulkJob) -> str | None:
         if self.guard is None:
             return None
-        return self.guard(job.items[i].index for i in job.pending)
+        if job.indices is None:  # (once per job, not per attempt: a bulk holds thousands of items)
+            job.indices = frozenset(item.index for item in job.items)
+        return self.guard(job.indices)
 
     # ------------------------------------------------------------------ one request
     def _send(self, items: list[IndexItem], group: list[int]) -> _Answer:

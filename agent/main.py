@@ -216,6 +216,7 @@ class Agent:
                               "lag_bytes": max(0, (f["size"] or 0) - acked), "open": f["open"]})
         files += [{"path": e.path, "error": str(e)} for e in self.tail.errors]
         self.metrics.files_tracked.set(len(files))
+        self.metrics.sync_tracker(self.tail.counters)
         self.metrics.lag_bytes.set(sum(f.get("lag_bytes", 0) for f in files))
         applied = self.collect.applied
         held = self.refusals.held_lines()
@@ -237,6 +238,7 @@ class Agent:
                       "last_error": self.sink.last_error,
                       "blocked": self.refusals.status(time.monotonic())},
             "files": files,
+            "files_lost": list(self.tail.losses),
             "disk": self.disk.status(),
             "counters": self.metrics.summary(),
             "last_error": self.collect.last_error or self.disk.error or self.refusals.error or self.last_error,

@@ -31,6 +31,12 @@ class AgentMetrics:
         self.blocked_files = Gauge("logagent_blocked_files", "Files paused because Kafka refuses their records",
                                    registry=r)
         self.held_lines = Gauge("logagent_held_lines", "Lines Kafka refused, held for a retry", registry=r)
+        self.files_followed = Counter("logagent_files_followed", "Files rotated to a name no input matches while "
+                                      "closed or while the agent was down, found and read to their end", registry=r)
+        self.files_lost = Counter("logagent_files_lost", "Files gone (deleted, compressed) with bytes never read",
+                                  registry=r)
+        self.bytes_lost = Counter("logagent_bytes_lost", "Bytes known unread in files gone before they were read",
+                                  registry=r)
         self.backpressure = Gauge("logagent_backpressure", "1 while reading is paused for Kafka", registry=r)
 
     def serve(self, address: str, health: HealthCheck) -> None:
@@ -50,4 +56,15 @@ class AgentMetrics:
             "config_rejected": self.config_rejected._value.get(),
             "inflight_bytes": self.inflight_bytes._value.get(),
             "inflight_lines": self.inflight_lines._value.get(),
+            "files_followed": self.files_followed._value.get(),
+            "files_lost": self.files_lost._value.get(),
+            "bytes_lost": self.bytes_lost._value.get(),
         }
+
+    def sync_tracker(self, counters: dict[str, int]) -> None:
+        """Bring the file tracker's own counters (agent/tailer.py) into the Prometheus counters."""
+        for name in ("files_followed", "files_lost", "bytes_lost"):
+            metric = getattr(self, name)
+            delta = counters.get(name, 0) - metric._value.get()
+            if delta > 0:
+                metric.inc(delta)

@@ -16,6 +16,12 @@ Rotation cases, and what happens:
   matches a glob it is simply followed there; otherwise its open descriptor is read to EOF and
   closed ("finish the old file"), and the new file at the path, a new identity, is read from 0
   once the old one is finished. This holds even when the new file was created before we noticed.
+  A file renamed while it was closed (close_inactive, the open-files cap) or while the agent was
+  down (kill -9, reboot) is looked for where rotation puts it, in its own directory by device,
+  inode and birth time, and read there to its end if it holds unread bytes: the plain path
+  ``/var/log/nginx/access.log`` loses nothing to a rotation during a crash. Files already read
+  to their end are left alone there; a file that cannot be found with bytes unread (deleted or
+  compressed meanwhile) is reported by name (log line, status ``files_lost``, a metric).
 - copytruncate: shows only as size < read offset (or, if it regrew meanwhile, as a changed
   fingerprint): the file is read again from 0 under a new ``source_id`` so the new lines'
   event ids do not collide with the old ones'.
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import glob
 import logging
 import os
@@ -137,6 +144,11 @@ class FileScanner:
                 found[path] = st
         return found, errors
 
+    def matches(self, path: str) -> bool:
+        """Could ``path`` be found by :meth:`scan`? (By name only: ``*`` may also cross a ``/`` here.)"""
+        return any(fnmatch.fnmatchcase(path, g) for g in self.globs) and not any(
+            r.search(path) for r in self.excludes)
+
     def watch_dirs(self) -> set[str]:
         """Existing directories whose changes can change what :meth:`scan` finds (for inotify).
 
@@ -181,6 +193,45 @@ def _existing_ancestor(path: str) -> str:
     while not os.path.isdir(path) and path != "/":
         path = os.path.dirname(path)
     return path
+
+
+class _DirIndex:
+    """Finds a file by identity among a directory's entries; each directory listed once per scan.
+
+    ``readdir`` gives inode numbers without a ``stat`` per entry, so looking for a rotated file
+    in a directory of thousands costs one listing, then a ``stat`` (and ``statx`` for the birth
+    time) of the one candidate.
+    """
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, dict[int, list[str]]] = {}
+
+    def find(self, directory: str, identity: str) -> tuple[str, os.stat_result] | None:
+        """``(path, stat)`` of the regular file in ``directory`` with this identity's device, inode and birth."""
+        inode, born = inode_of(identity)
+        if inode is None:
+            return None
+        by_ino = self._dirs.get(directory)
+        if by_ino is None:
+            by_ino = {}
+            try:
+                with os.scandir(directory or ".") as it:
+                    for d in it:
+                        by_ino.setdefault(d.inode(), []).append(d.path)
+            except OSError:
+                pass
+            self._dirs[directory] = by_ino
+        for path in by_ino.get(inode[1], ()):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) != inode or not stat.S_ISREG(st.st_mode):
+                continue
+            if born is not None and birth_ns(path) not in (None, born):
+                continue  # the inode number of a file gone, given to another one
+            return path, st
+        return None
 
 
 # --- one file -----------------------------------------------------------------------------------
@@ -626,6 +677,7 @@ class _File:
     closed_mtime: int = -1
     head_checked: tuple[int, int] = (-1, -1)
     after: _File | None = None  # the file that was at our path before: finish it first
+    moved: bool = False  # read at a name no input matches (rotated away while closed or down)
     retired: bool = False
     acked_upto: int | None = None  # the current generation's contiguously acknowledged offset
     synced_upto: int | None = None  # ... as last written to the registry
@@ -687,7 +739,12 @@ class TailManager:
         self.min_rescan_interval_s = min_rescan_interval_s
         self._scan_errors: list[ScanError] = []
         self._read_errors: dict[str, ScanError] = {}
-        self.counters = {"lines": 0, "bytes": 0, "truncations": 0, "rotations": 0, "files_opened": 0}
+        self.counters = {"lines": 0, "bytes": 0, "truncations": 0, "rotations": 0, "files_opened": 0,
+                         "files_followed": 0, "files_lost": 0, "bytes_lost": 0}
+        #: the last files that vanished with bytes never read (deleted or compressed before we
+        #: could read them): {"path", "identity", "bytes", "reason"}, newest last, for the status
+        self.losses: deque[dict[str, Any]] = deque(maxlen=20)
+        self._lost_reported: set[str] = set()
         self._inputs: dict[str, _Input] = {}
         self._files: dict[str, _File] = {}  # current identity -> file being tracked
         self._routes: dict[str, list[_File]] = {}  # any identity an event carried -> files (acks)
@@ -990,8 +1047,10 @@ class TailManager:
                 g.harv.identity = ident
                 self._rekey(g, old, ident)
 
-        # Files no longer found: finish the open ones (rotated away / deleted), forget the others.
+        # Files no longer found: finish the open ones (rotated away / deleted); a closed one is
+        # looked for where rotation put it and finished there; forget the others.
         draining_at: dict[str, _File] = {}
+        dirs = _DirIndex()
         for ident, f in list(self._files.items()):
             if ident in seen:
                 continue
@@ -1001,8 +1060,14 @@ class TailManager:
                     self.counters["rotations"] += 1
                     f.harv.start_draining()
                 draining_at[f.harv.path] = f
+                continue
+            old_path = f.harv.path
+            if not f.harv.finished and f.input is not None and self._follow_moved(f, ident, dirs, now):
+                draining_at[old_path] = f
             else:
                 self._drop(f)
+        if first_scans:
+            self._resume_moved(seen, first_scans, dirs, draining_at, now)
 
         self._by_path = {}
         for ident, (path, st, inp) in seen.items():
@@ -1027,6 +1092,8 @@ class TailManager:
             if any(f.pending for f in fs):  # acks still to come
                 live.add(ident)
         self.registry.gc(live, now)
+        if self._lost_reported:
+            self._lost_reported.intersection_update(e.identity for e in self.registry)
         self._update_watches()
 
     def _adopt_saved_entries(self, seen: Mapping[str, tuple[str, os.stat_result, _Input]]) -> None:
@@ -1070,6 +1137,116 @@ class TailManager:
             self.registry.rename(entry.identity, best[0])
             self._must_save = True
 
+    def _find_moved(self, dirs: _DirIndex, old_path: str, ident: str) -> tuple[str, os.stat_result, str] | None:
+        """``(path, stat, identity now)`` of the file ``ident`` if rotation left it beside ``old_path``."""
+        found = dirs.find(os.path.dirname(old_path), ident)
+        if found is None:
+            return None
+        path, st = found
+        try:
+            return path, st, self._identity_for(path, st)
+        except OSError:
+            return None
+
+    def _still(self, ident: str, current: str, path: str, st: os.stat_result, f: _File | None) -> bool:
+        """Does the file found by ``ident``'s inode still hold the content known as ``ident``?"""
+        if current != ident:
+            return is_ino(ident) and may_have_grown_into(ident, st, self.fingerprint_bytes, birth_ns(path)) and (
+                f is None or self._head_ok(f, path, st))
+        return not is_ino(ident) or f is None or self._head_ok(f, path, st)
+
+    def _follow_moved(self, f: _File, ident: str, dirs: _DirIndex, now: float) -> bool:
+        """A closed file left its path: if rotation put it beside it with bytes unread, read it there.
+
+        True if ``f`` is kept (draining at its new name). A file read to its end (the usual
+        case for an old rotated file) is let go; one not found with bytes known unread is
+        reported as lost (deleted, or compressed into another file, while it was closed). One
+        rewritten while closed (truncated and written again) is new content: read from 0 as a
+        new file.
+        """
+        h = f.harv
+        inp = f.input
+        assert inp is not None
+        found = self._find_moved(dirs, h.path, ident)
+        if found is None:
+            entry = self.registry.get(ident)
+            seen_size = max(f.closed_size, entry.size_seen if entry is not None else 0)
+            if seen_size > h.offset:
+                self._report_lost(h.path, ident, seen_size - h.offset,
+                                  "deleted or moved out of its directory while closed")
+            return False
+        path, st, current = found
+        if not self._still(ident, current, path, st, f):
+            if current not in self._files:
+                old_path = self.registry.get(ident).path if self.registry.get(ident) else h.path
+                self._drop(f)
+                self._new_file(current, path, st, inp, False, now, moved_from=old_path)
+            return False
+        if st.st_size <= h.offset and not h.holds_unflushed:
+            return False  # read to its end: an old rotated file, let go
+        if not f.moved:
+            log.info("%s: rotated to %s with %d bytes unread while closed; reading it there to its end",
+                     h.path, path, st.st_size - h.offset)
+            self.counters["files_followed"] += 1
+            self.counters["rotations"] += 1
+            f.moved = True
+        h.path = path
+        h.start_draining()
+        if not f.wants_read:
+            f.wants_read = True
+            f.waiting_since = now
+        return True
+
+    def _resume_moved(self, seen: Mapping[str, tuple[str, os.stat_result, _Input]], first_scans: list[_Input],
+                      dirs: _DirIndex, draining_at: dict[str, _File], now: float) -> None:
+        """An input's first scan (a start, or the input added): finish its files rotated meanwhile.
+
+        A registry entry whose saved path this input collects, whose file is no longer at a
+        matching path (rotated while the agent was down, or while the input was not in the
+        list) is looked for in the same directory by device, inode and birth time. Found with
+        bytes past its saved offset, it is read from there to its end under its saved
+        ``source`` (the same event ids as before the crash), before the file now at its old
+        path; found rewritten, it is new content, read from 0.
+        """
+        present = {(st.st_dev, st.st_ino) for _path, st, _inp in seen.values()}
+        for entry in list(self.registry):
+            ident = entry.identity
+            if ident in seen or ident in self._files:
+                continue
+            inode, _born = inode_of(ident)
+            if inode is None or inode in present:
+                continue  # a 0.1 entry (no inode), or its file is here under another identity
+            inp = next((i for i in first_scans if i.scanner.matches(entry.path)), None)
+            if inp is None:
+                continue  # not a path this new input collects
+            found = self._find_moved(dirs, entry.path, ident)
+            if found is None:
+                if entry.size_seen > entry.offset:
+                    self._report_lost(entry.path, ident, entry.size_seen - entry.offset,
+                                      "deleted or compressed while the agent was down or the input absent")
+                continue
+            path, st, current = found
+            if current in seen or current in self._files:
+                continue
+            if current == ident and st.st_size == entry.offset:
+                continue  # read to its end before: an old rotated file, left alone
+            f = self._new_file(current, path, st, inp, False, now, moved_from=entry.path)
+            if f is None:
+                continue
+            log.info("%s: rotated to %s while the agent was away; reading it there from offset %d to its end",
+                     entry.path, path, f.harv.offset)
+            draining_at[entry.path] = f
+
+    def _report_lost(self, path: str, ident: str, nbytes: int, why: str) -> None:
+        if ident in self._lost_reported:
+            return
+        self._lost_reported.add(ident)
+        log.warning("%s: at least %d bytes never read are lost: the file was %s (collect rotated names too, "
+                    "e.g. a glob ending in '*', or rotate with delaycompress)", path, nbytes, why)
+        self.counters["files_lost"] += 1
+        self.counters["bytes_lost"] += nbytes
+        self.losses.append({"path": path, "identity": ident, "bytes": nbytes, "reason": why})
+
     def _identity_for(self, path: str, st: os.stat_result) -> str:
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         cached = self._idcache.get(path)
@@ -1096,9 +1273,16 @@ class TailManager:
         return ok
 
     def _new_file(
-        self, ident: str, path: str, st: os.stat_result, inp: _Input, first_scan: bool, now: float
+        self, ident: str, path: str, st: os.stat_result, inp: _Input, first_scan: bool, now: float,
+        moved_from: str | None = None,
     ) -> _File | None:
+        """Track a file found at ``path`` (``moved_from``: rotated there from that collected path).
+
+        A moved file is read to its end, then let go; its registry entry keeps the collected
+        path, so that a crash while reading it finds it there again.
+        """
         reg = self.registry
+        reg_path = moved_from or path
         entry = reg.get(ident)
         if entry is not None and is_ino(ident) and entry.head_len and not _head_matches(
             path, entry.head_len, entry.head
@@ -1119,10 +1303,10 @@ class TailManager:
             entry = reg.reset(ident)
         if entry is not None:
             offset = entry.offset
-            reg.update(ident, path=path, input_id=inp.id, topic=inp.topic, size_seen=st.st_size)
+            reg.update(ident, path=reg_path, input_id=inp.id, topic=inp.topic, size_seen=st.st_size)
         else:
             offset = st.st_size if first_scan and inp.start_at == "end" else 0
-            entry = reg.create(ident, path=path, offset=offset, size_seen=st.st_size,
+            entry = reg.create(ident, path=reg_path, offset=offset, size_seen=st.st_size,
                                input_id=inp.id, topic=inp.topic)
         if is_ino(ident) and not entry.head_len and st.st_size:
             # Remember the head now, so a recycled inode is recognised even if we never read this file.
@@ -1142,6 +1326,10 @@ class TailManager:
         f = _File(harv=harv, input=inp, source=entry.source)
         f.wants_read = st.st_size != offset
         f.waiting_since = now
+        if moved_from is not None:
+            harv.start_draining()
+            f.moved = True
+            self.counters["files_followed"] += 1
         self._files[ident] = f
         self._route(f, ident)
         return f
@@ -1156,6 +1344,7 @@ class TailManager:
             self.registry.update(h.identity or "", path=path)
         if h.draining and not h.finished and not h.deleted:
             h.draining = False  # it came back under a matching name
+            f.moved = False
         changed = (st.st_size, st.st_mtime_ns) != (f.closed_size, f.closed_mtime)
         if not h.is_open and changed and not f.wants_read:
             f.wants_read = True
@@ -1200,8 +1389,9 @@ class TailManager:
                     log.warning("out of file descriptors (%s): %d open; lower max_open_files",
                                 e, self.open_files)
                     break
-                self._read_error(f, e)
                 f.wants_read = False
+                if not (f.moved and e.errno == errno.ENOENT):  # (moved on again: the next scan finds it)
+                    self._read_error(f, e)
                 continue
             self.counters["files_opened"] += 1
             f.wants_read = False

@@ -277,6 +277,11 @@ def agent_lines(h: HostView, now: datetime, *, before: dict[str, Any] | None = N
                    f"truncated lines {fmt_count(counters.get('lines_truncated'))}, "
                    f"lists refused {fmt_count(counters.get('config_rejected'))}")
     out.append(f"  error     {st.get('last_error') or '-'}")
+    lost = st.get("files_lost") if isinstance(st.get("files_lost"), list) else []
+    for loss in lost[-5:]:
+        if isinstance(loss, dict):
+            out.append(f"  LOST      {loss.get('path')}: {fmt_bytes(loss.get('bytes'))} never read, "
+                       f"the file was {loss.get('reason')}")
     files = st.get("files") if isinstance(st.get("files"), list) else []
     if files:
         rows = []

@@ -131,6 +131,11 @@ def test_agent_lines() -> None:
     assert "held for a retry 2,500 line(s)" in text
     assert ("BLOCKED   /var/log/big.log → topic small: 2,500 line(s) held, 4 retries, next in 7.5s; "
             "reading paused: Broker: Message size too large") in text
+    lost = agent_doc(files_lost=[{"path": "/var/log/nginx/access.log", "identity": "fp:x@1:2", "bytes": 4096,
+                                  "reason": "deleted or compressed while the agent was down or the input absent"}])
+    text = "\n".join(agent_lines(host(status=lost), NOW))
+    assert ("LOST      /var/log/nginx/access.log: 4.0 KiB never read, the file was deleted or compressed while "
+            "the agent was down") in text
     down = "\n".join(agent_lines(host(status=None), NOW))
     assert down.startswith("HOST 10.0.0.5: no live agent") and "revision 7" in down
 

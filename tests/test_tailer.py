@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import socket
 import time
@@ -389,6 +390,89 @@ def test_model_found_a_file_short_again_after_a_truncate_gets_its_own_ids(tmp_pa
     (again,) = collect(tm2)
     assert again.message == "L000003 x" and again.offset == first.offset == 0
     assert again.source_id != first.source_id
+
+
+# --- the plain path (issue 12): a file rotated while the agent was down or the file closed -------
+
+
+def test_plain_path_rotated_twice_while_down_is_finished_where_rotation_put_it(tmp_path: Path,
+                                                                              logs: Path) -> None:
+    """``/var/log/nginx/access.log`` as users write it: killed with lines unread, rotated twice
+    while down. The restarted agent finds the file as ``access.log.2`` (same directory, inode and
+    birth time), reads it from the saved offset under the saved source (the same event ids), then
+    the new ``access.log``; the finished ``access.log.1`` is not collected."""
+    log = logs / "access.log"
+    write(log, "".join(f"old {i}\n" for i in range(3)))
+    tm, reg = manager(tmp_path, [spec(log, start_at="beginning")])
+    first = collect(tm)
+    assert msgs(first) == ["old 0", "old 1", "old 2"]
+    write(log, "".join(f"unread {i}\n" for i in range(5)))
+    reg.save()
+    tm.close()  # kill -9 with five lines unread
+    os.rename(log, logs / "access.log.1")
+    write(log, "middle\n")
+    os.rename(logs / "access.log.1", logs / "access.log.2")
+    os.rename(log, logs / "access.log.1")
+    write(log, "new 0\n")
+    tm2, _ = manager(tmp_path, [spec(log, start_at="beginning")])
+    again = collect(tm2)
+    # "middle" sat in a file the agent never knew (written and rotated away while it was down)
+    assert msgs(again) == [*(f"unread {i}" for i in range(5)), "new 0"]
+    assert {e.source_id for e in again[:5]} == {first[0].source_id}
+    assert again[0].offset == first[-1].next_offset
+    assert tm2.counters["files_followed"] == 1 and tm2.counters["files_lost"] == 0
+    again2 = collect(tm2)
+    assert again2 == []  # read to its end and let go: nothing twice
+
+
+def test_plain_path_rotated_while_closed_is_read_to_its_end(tmp_path: Path, logs: Path) -> None:
+    """Closed (close_inactive), written again and rotated before the next scan: read at its new name."""
+    log = logs / "app.log"
+    write(log, "one\n")
+    tm, _ = manager(tmp_path, [spec(log, start_at="beginning")], close_inactive_s=0.0)
+    assert msgs(collect(tm)) == ["one"]
+    assert tm.open_files == 0
+    write(log, "two\nthree\n")
+    os.rename(log, logs / "app.log.1")
+    write(log, "four\n")
+    assert msgs(collect(tm)) == ["two", "three", "four"]
+    assert tm.counters["files_followed"] == 1
+
+
+def test_plain_path_rotated_and_compressed_while_down_is_reported_by_name(tmp_path: Path, logs: Path) -> None:
+    log = logs / "app.log"
+    write(log, "one\n")
+    tm, reg = manager(tmp_path, [spec(log, start_at="beginning")])
+    collect(tm)
+    write(log, "two\n")
+    tm.poll()  # read, never acknowledged
+    reg.save()
+    tm.close()
+    os.rename(log, logs / "app.log.1")
+    with open(logs / "app.log.1", "rb") as src, gzip.open(logs / "app.log.1.gz", "wb") as dst:
+        dst.write(src.read())
+    os.unlink(logs / "app.log.1")
+    tm2, _ = manager(tmp_path, [spec(log, start_at="beginning")])
+    assert collect(tm2) == []
+    assert tm2.counters["files_lost"] == 1 and tm2.counters["bytes_lost"] == 4
+    (loss,) = tm2.losses
+    assert loss["path"] == str(log) and loss["bytes"] == 4 and "compressed" in loss["reason"]
+
+
+def test_plain_path_old_rotated_files_read_to_their_end_are_left_alone(tmp_path: Path, logs: Path) -> None:
+    log = logs / "app.log"
+    write(log, "one\n")
+    tm, reg = manager(tmp_path, [spec(log, start_at="beginning")])
+    collect(tm)
+    os.rename(log, logs / "app.log.1")
+    write(log, "two\n")
+    assert msgs(collect(tm)) == ["two"]
+    reg.save()
+    tm.close()
+    tm2, _ = manager(tmp_path, [spec(log, start_at="beginning")])
+    write(log, "three\n")
+    assert msgs(collect(tm2)) == ["three"]
+    assert tm2.counters["files_followed"] == 0 and tm2.counters["files_opened"] == 1
 
 
 def recreate_with_inode(directory: Path, ino: int, text: str) -> Path:

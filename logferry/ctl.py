@@ -25,7 +25,6 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,12 +55,11 @@ from logferry.ctl_util import (
     unified_diff,
     use_color,
 )
+from logferry.documents import Doc, collect_doc, compare_and_delete, transfer_doc
 from logferry.etcd import EtcdClient, EtcdError, EtcdUnavailable
 from logferry.keys import Keys, canonical_ip
 from logferry.schema import (
     SchemaError,
-    dump_collect_list,
-    dump_transfer_config,
     parse_collect_list,
     parse_transfer_config,
 )
@@ -87,64 +85,6 @@ where logctl finds the services (later wins):
   2. the environment: {ENV_ETCD}, {ENV_PREFIX}, {ENV_KAFKA}, {ENV_ES}
   3. the flags --etcd, --prefix, --kafka, --es, --timeout (before or after the subcommand)
 """
-
-
-# --- the documents kept in etcd -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Doc:
-    """One etcd-held JSON document logctl edits: where it is and how it is validated."""
-
-    what: str  # "collect list of 10.0.0.5"
-    key: str
-    parse: Callable[[str | bytes], Any]
-    dump: Callable[[Any], str]
-    template: str  # what `edit` starts from when the key does not exist
-    after_write: str  # a hint printed after a successful write
-
-    def normalized(self, raw: bytes | None) -> tuple[str, str | None]:
-        """The stored value as pretty JSON when valid (its raw text otherwise), and the error."""
-        if raw is None:
-            return "", None
-        try:
-            return self.dump(self.parse(raw)) + "\n", None
-        except SchemaError as e:
-            return raw.decode("utf-8", "replace").rstrip("\n") + "\n", str(e)
-
-
-COLLECT_TEMPLATE = """[
-  {"path": "/var/log/app/*.log", "topic": "app"}
-]
-"""
-
-TRANSFER_TEMPLATE = """{
-  "topics": ["app"],
-  "index": "logferry-{topic}-{yyyy.MM.dd}"
-}
-"""
-
-
-def collect_doc(keys: Keys, ip: str) -> Doc:
-    return Doc(
-        what=f"collect list of {ip}",
-        key=keys.agent_collect(ip),
-        parse=parse_collect_list,
-        dump=lambda inputs: dump_collect_list(inputs),
-        template=COLLECT_TEMPLATE,
-        after_write=f"the agent on {ip} applies it within a second or two; check: {PROG} status {ip}",
-    )
-
-
-def transfer_doc(keys: Keys) -> Doc:
-    return Doc(
-        what="transfer config",
-        key=keys.transfer_config(),
-        parse=parse_transfer_config,
-        dump=dump_transfer_config,
-        template=TRANSFER_TEMPLATE,
-        after_write=f"every logtransfer applies it within a second or two; check: {PROG} status",
-    )
 
 
 # --- context: settings, lazily opened clients, output ---------------------------------------
@@ -250,31 +190,6 @@ def _conflict(ctx: Ctx, doc: Doc, expected: int, kept: str | None = None) -> Ctl
                     "against the new value", EXIT_CONFLICT)
 
 
-def _compare_and_delete(client: EtcdClient, key: str, expected_mod_revision: int) -> bool:
-    """Delete ``key`` only if its mod_revision is still the one read (one etcd transaction)."""
-    if hasattr(client, "compare_and_delete"):
-        return bool(client.compare_and_delete(key, expected_mod_revision))
-    # EtcdClient has no compare_and_delete yet: the same transaction through its internals,
-    # with compare_and_put's rule for a retried attempt (gone now: most likely our own delete).
-    raw = key.encode("utf-8", "surrogateescape")
-    retried = False
-
-    def note_retry() -> None:
-        nonlocal retried
-        retried = True
-
-    async def op() -> bool:
-        c = client._aetcd
-        ok, _ = await c.transaction(compare=[c.transactions.mod(raw) == expected_mod_revision],
-                                    success=[c.transactions.delete(raw)], failure=[])
-        if ok or not retried:
-            return bool(ok)
-        return not (await client._range(raw, None)).kvs
-
-    what = f"compare-and-delete {key}"
-    return client._run(what, client._call(what, op, on_retry=note_retry))
-
-
 def write_doc(ctx: Ctx, doc: Doc, new_text: str | None, *, expected: int | None, dry_run: bool, yes: bool,
               stdin_used: bool = False, kept: str | None = None) -> int:
     """Show the diff against what etcd holds, confirm, and compare-and-swap. ``new_text`` None deletes.
@@ -322,7 +237,7 @@ def write_doc(ctx: Ctx, doc: Doc, new_text: str | None, *, expected: int | None,
             ctx.emit_json(result)
         return EXIT_PROBLEM
     if new_text is None:
-        ok = _compare_and_delete(client, doc.key, expected)
+        ok = compare_and_delete(client, doc.key, expected)
     else:
         ok = client.compare_and_put(doc.key, new_text.encode("utf-8"), expected)
     if not ok:
@@ -542,7 +457,8 @@ def cmd_doc_delete(ctx: Ctx) -> int:
 
 
 def cmd_hosts(ctx: Ctx) -> int:
-    from logferry.ctl_status import gather_hosts, hosts_json, hosts_table
+    from logferry.ctl_status import hosts_table
+    from logferry.fleet import gather_hosts, hosts_json
 
     hosts = gather_hosts(ctx.etcd(), ctx.keys)
     if ctx.json:
@@ -555,7 +471,8 @@ def cmd_hosts(ctx: Ctx) -> int:
 
 
 def cmd_status(ctx: Ctx) -> int:
-    from logferry.ctl_status import agent_lines, gather_hosts, gather_transfers, hosts_json, transfer_lines
+    from logferry.ctl_status import agent_lines, transfer_lines
+    from logferry.fleet import gather_hosts, gather_transfers, hosts_json
 
     client, keys = ctx.etcd(), ctx.keys
     hosts = gather_hosts(client, keys)
@@ -684,7 +601,7 @@ def cmd_doctor(ctx: Ctx) -> int:
         render_findings,
     )
     from logferry.ctl_search import es_errors
-    from logferry.ctl_status import gather_hosts, gather_transfers
+    from logferry.fleet import gather_hosts, gather_transfers
 
     findings: list[Finding] = []
     hosts: dict[str, Any] = {}

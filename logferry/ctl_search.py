@@ -17,7 +17,6 @@ lines it already printed (by ``_id``), so late lines are printed when they arriv
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -27,9 +26,17 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from logferry.ctl_settings import EsSettings
-from logferry.ctl_util import EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE, CtlError, iso_utc
-from logferry.keys import canonical_ip
-from logferry.schema import DEFAULT_INDEX, is_valid_topic
+from logferry.ctl_util import EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE, CtlError
+from logferry.search import (
+    IndexSelection,
+    build_query,
+    format_hit,
+    hit_json,
+    resolve_target,
+    sort_spec,
+    tiebreak_field,
+)
+from logferry.search import select_indices as _select_indices
 
 __all__ = [
     "IndexSelection",
@@ -110,159 +117,15 @@ def es_errors(hosts: list[str], what: str) -> Callable[[BaseException], CtlError
     return convert
 
 
-# --- which indices -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IndexSelection:
-    """The ES search target, and (with a topic) a regex the resolved index names must match."""
-
-    target: str
-    exact: re.Pattern[str] | None
-    topic_of: re.Pattern[str] | None  # captures the topic out of an index name
-
-    def topic(self, index: str) -> str | None:
-        if self.topic_of is None:
-            return None
-        m = self.topic_of.fullmatch(index)
-        return m.group("topic") if m else None
-
-
-def _pattern_parts(pattern: str) -> list[tuple[str, str]]:
-    """("lit", text) | ("topic", "") | ("date", placeholder) — the same grammar as schema's index."""
-    parts: list[tuple[str, str]] = []
-    pos = 0
-    for m in _PLACEHOLDER.finditer(pattern):
-        if m.start() > pos:
-            parts.append(("lit", pattern[pos:m.start()]))
-        parts.append(("topic", "") if m.group(1) == "topic" else ("date", m.group(1)))
-        pos = m.end()
-    if pos < len(pattern):
-        parts.append(("lit", pattern[pos:]))
-    return parts
-
-
-def _date_regex(placeholder: str) -> str:
-    out = []
-    for tok in _DATE_TOKEN.findall(placeholder):
-        out.append(r"\d{4}" if tok == "yyyy" else r"\d{2}" if tok in ("MM", "dd", "HH") else re.escape(tok))
-    return "".join(out)
+# --- which indices, the query (logferry/search.py, shared with the console) -----------------------
 
 
 def select_indices(pattern: str | None, topic: str | None) -> IndexSelection:
-    """Search target for the transfer's index ``pattern`` (default ``logferry-{topic}-{yyyy.MM.dd}``)."""
-    pattern = pattern or DEFAULT_INDEX
-    if topic is not None and not is_valid_topic(topic):
-        raise CtlError(f"--topic {topic!r} is not a Kafka topic name (letters, digits, . _ -)", EXIT_USAGE)
-    parts = _pattern_parts(pattern)
-    target, exact, capture = [], [], []
-    for kind, text in parts:
-        if kind == "lit":
-            target.append(text.lower())
-            exact.append(re.escape(text.lower()))
-            capture.append(re.escape(text.lower()))
-        elif kind == "topic":
-            target.append(topic.lower() if topic else "*")
-            exact.append(re.escape(topic.lower()) if topic else "[a-z0-9._-]+")
-            capture.append("(?P<topic>[a-z0-9._-]+)")
-        else:
-            target.append("*")
-            exact.append(_date_regex(text))
-            capture.append(_date_regex(text))
-    joined = re.sub(r"\*+", "*", "".join(target))
-    has_topic = any(k == "topic" for k, _ in parts)
-    return IndexSelection(
-        target=joined,
-        exact=re.compile("".join(exact)) if topic and has_topic else None,
-        topic_of=re.compile("".join(capture)) if has_topic else None,
-    )
-
-
-def resolve_target(es: Any, sel: IndexSelection) -> str | None:
-    """The comma-joined index names to search now, or None when no index exists (yet)."""
-    if sel.exact is None:
-        return sel.target
-    resp = es.indices.resolve_index(name=sel.target, expand_wildcards="open")
-    names = [i["name"] for i in resp.get("indices", [])] + [d["name"] for d in resp.get("data_streams", [])]
-    names = sorted(n for n in names if sel.exact.fullmatch(n))
-    return ",".join(names) if names else None
-
-
-# --- the query ---------------------------------------------------------------------------------
-
-
-def build_query(*, since: datetime | None, until: datetime | None, host: str | None, text: str | None,
-                since_ms: int | None = None) -> dict[str, Any]:
-    """The bool query for the filters; ``since_ms`` (epoch ms) is the follow loop's window."""
-    filters: list[dict[str, Any]] = []
-    rng: dict[str, Any] = {}
-    if since is not None:
-        rng["gte"] = iso_utc(since)
-    if until is not None:
-        rng["lte"] = iso_utc(until)
-    if rng:
-        filters.append({"range": {"@timestamp": rng | {"format": "strict_date_optional_time"}}})
-    if since_ms is not None:
-        filters.append({"range": {"@timestamp": {"gte": since_ms, "format": "epoch_millis"}}})
-    if host:
-        try:
-            value, fld = canonical_ip(host), "host.ip"
-        except ValueError:
-            value, fld = host, "host.name"
-        # An index template maps these as ip/keyword; dynamic mapping makes text + .keyword.
-        filters.append({"bool": {"should": [{"term": {fld: value}}, {"term": {f"{fld}.keyword": value}}],
-                                 "minimum_should_match": 1}})
-    must: list[dict[str, Any]] = []
-    if text:
-        must.append({"query_string": {"query": text, "default_field": "message", "default_operator": "AND"}})
-    return {"bool": {"filter": filters, "must": must}}
-
-
-def tiebreak_field(es: Any, target: str) -> str | None:
-    """``event.id`` when it is a keyword in every index, else its ``.keyword`` sub-field, else None."""
-    resp = es.indices.get_field_mapping(index=target, fields="event.id,event.id.keyword",
-                                        ignore_unavailable=True, allow_no_indices=True)
-    body = resp.body if hasattr(resp, "body") else resp
-    kinds: set[str] = set()
-    for idx in body.values():
-        m = idx.get("mappings", {})
-        if not m:
-            continue
-        own = m.get("event.id", {}).get("mapping", {}).get("id", {}).get("type")
-        if own == "keyword":
-            kinds.add("event.id")
-        elif "event.id.keyword" in m:
-            kinds.add("event.id.keyword")
-        else:
-            kinds.add("none")
-    if len(kinds) == 1 and "none" not in kinds:
-        return kinds.pop()
-    return None
-
-
-def sort_spec(order: str, tiebreak: str | None) -> list[dict[str, Any]]:
-    """@timestamp, then the line's byte offset (lines of one file read in the same millisecond stay
-    in file order), then event.id: a total order, as search_after needs."""
-    spec = [{"@timestamp": {"order": order, "unmapped_type": "date"}},
-            {"log.offset": {"order": order, "unmapped_type": "long"}}]
-    if tiebreak:
-        spec.append({tiebreak: {"order": order, "unmapped_type": "keyword"}})
-    return spec
-
-
-def format_hit(hit: dict[str, Any], sel: IndexSelection) -> str:
-    """``2024-05-01T12:00:00.123Z web1 nginx-access: the line`` (topic from the index name)."""
-    src = hit.get("_source") or {}
-    host = src.get("host") if isinstance(src.get("host"), dict) else {}
-    who = host.get("name") or host.get("ip") or "?"
-    where = sel.topic(hit.get("_index", "")) or hit.get("_index", "?")
-    msg = src.get("message")
-    return f"{src.get('@timestamp', '?')} {who} {where}: {msg if isinstance(msg, str) else json.dumps(msg)}"
-
-
-def hit_json(hit: dict[str, Any]) -> str:
-    return json.dumps({"_index": hit.get("_index"), "_id": hit.get("_id")} | (hit.get("_source") or {}),
-                      ensure_ascii=False, separators=(",", ":"))
+    """:func:`logferry.search.select_indices`, its error as logctl's usage error."""
+    try:
+        return _select_indices(pattern, topic)
+    except ValueError as e:
+        raise CtlError(f"--{e}", EXIT_USAGE) from None
 
 
 def _transient(e: BaseException) -> bool:

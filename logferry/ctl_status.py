@@ -1,26 +1,29 @@
-"""``logctl hosts`` and ``logctl status``: what etcd says about hosts, agents and transfers.
+"""``logctl hosts`` and ``logctl status``: what etcd says about hosts, agents and transfers, as text.
 
-A host is any IP with a collect list or a status key under ``<prefix>/agents/``. An agent is
-live while its status key exists: the key is bound to a lease of about 10 s that the agent
-keeps alive, so it vanishes by itself when the agent dies or hangs, and at once on a clean
-stop. Transfers are the same under ``<prefix>/transfers/<id>/status``.
-
-Reading is one range read per prefix; rendering is pure (tested without servers).
+The views (hosts, agents, transfers, and how an applied list compares with the stored one) are
+read by :mod:`logferry.fleet`, which the console uses too; this module only renders them for a
+terminal. Rendering is pure (tested without servers).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from logferry.ctl_util import fmt_age, fmt_bytes, fmt_count, render_table
-from logferry.etcd import EtcdClient
-from logferry.keys import Keys
-from logferry.schema import InputSpec, SchemaError, parse_collect_list
+from logferry.fleet import (
+    HostView,
+    age_s,
+    config_state,
+    gather_hosts,
+    gather_transfers,
+    host_sort_key,
+    hosts_json,
+    last_error,
+    parse_iso,
+)
 
 __all__ = [
     "HostView",
@@ -36,119 +39,6 @@ __all__ = [
 ]
 
 
-@dataclass
-class HostView:
-    """One host IP: its collect list (as stored) and its agent's status (when live)."""
-
-    ip: str
-    collect_raw: bytes | None = None
-    collect_revision: int = 0
-    inputs: list[InputSpec] | None = None
-    collect_error: str | None = None
-    status: dict[str, Any] | None = None
-    status_revision: int = 0
-    status_error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def has_list(self) -> bool:
-        return self.collect_raw is not None
-
-    @property
-    def live(self) -> bool:
-        return self.status is not None or self.status_error is not None
-
-
-def host_sort_key(ip: str) -> tuple[int, int]:
-    a = ipaddress.ip_address(ip)
-    return a.version, int(a)
-
-
-def _decode_status(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        return None, f"status key is not JSON ({e})"
-    if not isinstance(doc, dict):
-        return None, "status key is not a JSON object"
-    return doc, None
-
-
-def gather_hosts(client: EtcdClient, keys: Keys) -> dict[str, HostView]:
-    """Every host under the agents prefix, from one range read."""
-    items, _ = client.get_prefix(keys.agents_prefix())
-    hosts: dict[str, HostView] = {}
-    for key, value, rev in items:
-        parsed = keys.parse_agent_key(key)
-        if parsed is None:
-            continue
-        ip, kind = parsed
-        h = hosts.setdefault(ip, HostView(ip))
-        if kind == "collect":
-            h.collect_raw, h.collect_revision = value, rev
-            try:
-                h.inputs = parse_collect_list(value)
-            except SchemaError as e:
-                h.collect_error = str(e)
-        else:
-            h.status_revision = rev
-            h.status, h.status_error = _decode_status(value)
-    return dict(sorted(hosts.items(), key=lambda kv: host_sort_key(kv[0])))
-
-
-def gather_transfers(client: EtcdClient, keys: Keys) -> dict[str, dict[str, Any]]:
-    """transfer id → its status document (``{"error": …}`` when the key holds no JSON object)."""
-    items, _ = client.get_prefix(keys.transfers_prefix())
-    out: dict[str, dict[str, Any]] = {}
-    for key, value, _rev in items:
-        tid = keys.parse_transfer_key(key)
-        if tid is None:
-            continue
-        doc, err = _decode_status(value)
-        out[tid] = doc if doc is not None else {"id": tid, "last_error": err}
-    return dict(sorted(out.items()))
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def _parse_iso(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        t = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-def _age(text: Any, now: datetime) -> float | None:
-    t = _parse_iso(text)
-    return None if t is None else (now - t).total_seconds()
-
-
-def config_state(h: HostView) -> str:
-    """How the agent's applied list compares with the stored one, in a few words."""
-    st = h.status or {}
-    cfg = st.get("config") if isinstance(st.get("config"), dict) else {}
-    if not h.live:
-        return "-"
-    applied = cfg.get("revision")
-    rejected = cfg.get("rejected_revision")
-    source = cfg.get("source")
-    if rejected:
-        return f"rejected rev {rejected}, runs rev {applied}"
-    if source == "disk":
-        return f"rev {applied} from disk (etcd not read)"
-    if not h.has_list:
-        return "no list: collects nothing" if not applied else f"rev {applied}, key deleted since"
-    if applied == h.collect_revision:
-        return f"rev {applied} (current)"
-    if isinstance(applied, int) and applied < h.collect_revision:
-        return f"rev {applied} (behind {h.collect_revision})"
-    return f"rev {applied}"
-
-
 def _inputs_cell(h: HostView) -> str:
     if not h.has_list:
         return "-"
@@ -157,44 +47,14 @@ def _inputs_cell(h: HostView) -> str:
     return str(len(h.inputs or []))
 
 
-def _last_error(h: HostView) -> str | None:
-    if h.status_error:
-        return h.status_error
-    if h.status and h.status.get("last_error"):
-        return str(h.status["last_error"])
-    if h.collect_error and not h.live:
-        return h.collect_error
-    return None
-
-
 def hosts_table(hosts: dict[str, HostView], *, max_width: int | None = None) -> str:
     rows = []
     for h in hosts.values():
         st = h.status or {}
         rows.append([h.ip, "live" if h.live else "DOWN", st.get("hostname"), st.get("version"),
-                     _inputs_cell(h), config_state(h), _last_error(h)])
+                     _inputs_cell(h), config_state(h), last_error(h)])
     return render_table(["IP", "AGENT", "HOSTNAME", "VERSION", "INPUTS", "CONFIG", "LAST ERROR"], rows,
                         max_width=max_width, right=[4])
-
-
-def hosts_json(hosts: dict[str, HostView]) -> list[dict[str, Any]]:
-    out = []
-    for h in hosts.values():
-        st = h.status or {}
-        out.append({
-            "ip": h.ip,
-            "live": h.live,
-            "hostname": st.get("hostname"),
-            "version": st.get("version"),
-            "collect_revision": h.collect_revision or None,
-            "inputs": None if h.inputs is None else len(h.inputs),
-            "collect_valid": h.collect_error is None if h.has_list else None,
-            "collect_error": h.collect_error,
-            "config": config_state(h),
-            "applied_revision": (st.get("config") or {}).get("revision") if h.live else None,
-            "last_error": _last_error(h),
-        })
-    return out
 
 
 # --- rates -----------------------------------------------------------------------------------
@@ -207,16 +67,16 @@ def rates(before: dict[str, Any] | None, after: dict[str, Any], now: datetime) -
     between their ``updated_at``; otherwise the average since ``started_at``.
     """
     c1 = after.get("counters") if isinstance(after.get("counters"), dict) else {}
-    t1 = _parse_iso(after.get("updated_at")) or now
+    t1 = parse_iso(after.get("updated_at")) or now
     if before is not None:
         c0 = before.get("counters") if isinstance(before.get("counters"), dict) else {}
-        t0 = _parse_iso(before.get("updated_at"))
+        t0 = parse_iso(before.get("updated_at"))
         if t0 is not None and (t1 - t0).total_seconds() > 0 and before.get("pid") == after.get("pid"):
             dt = (t1 - t0).total_seconds()
             return ({k: (float(v) - float(c0.get(k, 0))) / dt for k, v in c1.items()
                      if isinstance(v, int | float) and isinstance(c0.get(k, 0), int | float)},
                     f"over the last {dt:.0f}s")
-    t0 = _parse_iso(after.get("started_at"))
+    t0 = parse_iso(after.get("started_at"))
     if t0 is None or (t1 - t0).total_seconds() <= 0:
         return {}, "no time base"
     dt = (t1 - t0).total_seconds()
@@ -245,8 +105,8 @@ def agent_lines(h: HostView, now: datetime, *, before: dict[str, Any] | None = N
     if h.status is None:
         return [f"AGENT {h.ip}: {h.status_error}"]
     st = h.status
-    up = _age(st.get("started_at"), now)
-    fresh = _age(st.get("updated_at"), now)
+    up = age_s(st.get("started_at"), now)
+    fresh = age_s(st.get("updated_at"), now)
     out = [f"AGENT {h.ip} ({st.get('hostname', '?')})  version {st.get('version', '?')}, pid {st.get('pid', '?')}, "
            f"up {fmt_age(up)}, status updated {fmt_age(fresh)} ago"]
     cfg = st.get("config") if isinstance(st.get("config"), dict) else {}
@@ -399,8 +259,8 @@ def transfer_lines(tid: str, doc: dict[str, Any], now: datetime, *, before: dict
     host = doc.get("host") or doc.get("hostname") or "?"
     group = f", group {doc['group_id']}" if doc.get("group_id") else ""
     out = [f"TRANSFER {doc.get('id', tid)} on {host}  version {doc.get('version', '?')}, pid {doc.get('pid', '?')}"
-           f"{group}, up {fmt_age(_age(doc.get('started_at'), now))}, "
-           f"status updated {fmt_age(_age(doc.get('updated_at'), now))} ago"]
+           f"{group}, up {fmt_age(age_s(doc.get('started_at'), now))}, "
+           f"status updated {fmt_age(age_s(doc.get('updated_at'), now))} ago"]
     cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
     if cfg:
         out.append(f"  config     {transfer_config_state(doc, stored_revision)}")

@@ -5,7 +5,6 @@ Kept apart from the commands so they are unit-tested without any server.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shutil
@@ -13,6 +12,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
+
+from logferry.documents import unified_diff
+from logferry.search import iso_utc
 
 __all__ = [
     "EXIT_CONFLICT",
@@ -25,6 +27,7 @@ __all__ = [
     "fmt_age",
     "fmt_bytes",
     "fmt_count",
+    "iso_utc",
     "parse_duration",
     "parse_time",
     "render_table",
@@ -106,12 +109,6 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
     if t.tzinfo is None:
         t = t.astimezone()  # local time, as the operator's clock shows it
     return t.astimezone(UTC)
-
-
-def iso_utc(t: datetime) -> str:
-    """``2024-05-01T12:00:00.123Z``: the form of ``@timestamp``."""
-    t = t.astimezone(UTC)
-    return f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z"
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -209,28 +206,6 @@ def use_color(stream: TextIO = sys.stdout) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def unified_diff(old: str, new: str, old_label: str, new_label: str, *, color: bool = False) -> str:
-    """A unified diff of two texts, ``""`` when they are equal. Always ends with a newline."""
-    old_lines = old.splitlines(keepends=True)
-    new_lines = new.splitlines(keepends=True)
-    for lines in (old_lines, new_lines):
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-    out = []
-    for ln in difflib.unified_diff(old_lines, new_lines, old_label, new_label):
-        if color:
-            if ln.startswith(("+++", "---")):
-                ln = f"\x1b[1m{ln.rstrip(chr(10))}\x1b[0m\n"
-            elif ln.startswith("+"):
-                ln = f"\x1b[32m{ln.rstrip(chr(10))}\x1b[0m\n"
-            elif ln.startswith("-"):
-                ln = f"\x1b[31m{ln.rstrip(chr(10))}\x1b[0m\n"
-            elif ln.startswith("@@"):
-                ln = f"\x1b[36m{ln.rstrip(chr(10))}\x1b[0m\n"
-        out.append(ln)
-    return "".join(out)
 
 
 # --- prompts ---------------------------------------------------------------------------------

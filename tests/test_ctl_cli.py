@@ -11,6 +11,7 @@ import pytest
 
 from logferry import ctl
 from logferry.ctl_util import EXIT_CONFLICT, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
+from logferry.documents import COLLECT_TEMPLATE
 
 IP = "10.0.0.5"
 KEY = f"/logferry/agents/{IP}/collect"
@@ -188,7 +189,7 @@ def test_edit_loops_on_errors(etcd: FakeEtcd, monkeypatch: pytest.MonkeyPatch,
     asked: list[str] = []
     monkeypatch.setattr(ctl, "confirm", lambda q, **kw: asked.append(q) or True)
     assert run("collect", "edit", IP) == EXIT_OK
-    assert seen[0] == ctl.COLLECT_TEMPLATE  # a missing key starts from an example
+    assert seen[0] == COLLECT_TEMPLATE  # a missing key starts from an example
     assert seen[1] == '[{"path": "relative", "topic": "a"}]'  # the second round starts from the bad text
     err = capsys.readouterr().err
     assert 'collect list entry 1 ("relative"): field "path": relative path' in err
@@ -206,7 +207,7 @@ def test_edit_without_terminal(etcd: FakeEtcd, monkeypatch: pytest.MonkeyPatch,
     assert kept.read_text() == "not json"
     kept.unlink()
     # no change in the editor: nothing written, no question
-    _editor(monkeypatch, [ctl.COLLECT_TEMPLATE])
+    _editor(monkeypatch, [COLLECT_TEMPLATE])
     assert run("collect", "edit", IP) == EXIT_OK
     assert "no change made in the editor" in capsys.readouterr().out and KEY not in etcd.store
 
@@ -234,7 +235,7 @@ def test_editor_failure(etcd: FakeEtcd, monkeypatch: pytest.MonkeyPatch, capsys:
     assert run("collect", "edit", IP) == EXIT_PROBLEM
     err = capsys.readouterr().err
     assert "the editor exited with status 1; nothing written; your text is in " in err
-    assert Path(err.split("your text is in ")[1].strip()).read_text() == ctl.COLLECT_TEMPLATE
+    assert Path(err.split("your text is in ")[1].strip()).read_text() == COLLECT_TEMPLATE
 
 
 def test_transfer_config(etcd: FakeEtcd, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,265 @@
+"""Searching logferry's lines in Elasticsearch: which indices, the query, the order, and what a page shows.
+
+``logctl search`` and the console build their requests here, so a query means the same in both.
+
+Which indices: the transfer writes each topic to the index pattern of the transfer config
+(``logferry-{topic}-{yyyy.MM.dd}`` by default). Without a topic a search covers every index the
+pattern can produce (``logferry-*-*``); with topic ``app`` it covers that topic's indices only:
+``logferry-app-*`` would also match topic ``app-x``'s ``logferry-app-x-2024.05.01``, so the
+candidate names are resolved and kept only when they match the pattern with that exact topic.
+
+Order: hits are sorted on ``@timestamp``, then ``log.offset`` (lines of one file read in the same
+millisecond keep their order), then ``event.id`` (the document ``_id``, see docs/design.md;
+Elasticsearch 8 refuses to sort on ``_id`` itself): a total order, as ``search_after`` needs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from logferry.keys import canonical_ip
+from logferry.schema import DEFAULT_INDEX, is_valid_topic
+
+__all__ = [
+    "IndexSelection",
+    "build_query",
+    "context_requests",
+    "facet_aggs",
+    "format_hit",
+    "histogram_interval",
+    "hit_json",
+    "iso_utc",
+    "resolve_target",
+    "select_indices",
+    "sort_spec",
+    "tiebreak_field",
+]
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_DATE_TOKEN = re.compile(r"yyyy|MM|dd|HH|[._-]")
+
+
+def iso_utc(t: datetime) -> str:
+    """``2024-05-01T12:00:00.123Z``: the form of ``@timestamp``."""
+    t = t.astimezone(UTC)
+    return f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z"
+
+
+# --- which indices -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexSelection:
+    """The ES search target, and (with a topic) a regex the resolved index names must match."""
+
+    target: str
+    exact: re.Pattern[str] | None
+    topic_of: re.Pattern[str] | None  # captures the topic out of an index name
+
+    def topic(self, index: str) -> str | None:
+        if self.topic_of is None:
+            return None
+        m = self.topic_of.fullmatch(index)
+        return m.group("topic") if m else None
+
+
+def _pattern_parts(pattern: str) -> list[tuple[str, str]]:
+    """("lit", text) | ("topic", "") | ("date", placeholder) — the same grammar as schema's index."""
+    parts: list[tuple[str, str]] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(pattern):
+        if m.start() > pos:
+            parts.append(("lit", pattern[pos:m.start()]))
+        parts.append(("topic", "") if m.group(1) == "topic" else ("date", m.group(1)))
+        pos = m.end()
+    if pos < len(pattern):
+        parts.append(("lit", pattern[pos:]))
+    return parts
+
+
+def _date_regex(placeholder: str) -> str:
+    out = []
+    for tok in _DATE_TOKEN.findall(placeholder):
+        out.append(r"\d{4}" if tok == "yyyy" else r"\d{2}" if tok in ("MM", "dd", "HH") else re.escape(tok))
+    return "".join(out)
+
+
+def select_indices(pattern: str | None, topic: str | None) -> IndexSelection:
+    """Search target for the transfer's index ``pattern`` (default ``logferry-{topic}-{yyyy.MM.dd}``)."""
+    pattern = pattern or DEFAULT_INDEX
+    if topic is not None and not is_valid_topic(topic):
+        raise ValueError(f"topic {topic!r} is not a Kafka topic name (letters, digits, . _ -)")
+    parts = _pattern_parts(pattern)
+    target, exact, capture = [], [], []
+    for kind, text in parts:
+        if kind == "lit":
+            target.append(text.lower())
+            exact.append(re.escape(text.lower()))
+            capture.append(re.escape(text.lower()))
+        elif kind == "topic":
+            target.append(topic.lower() if topic else "*")
+            exact.append(re.escape(topic.lower()) if topic else "[a-z0-9._-]+")
+            capture.append("(?P<topic>[a-z0-9._-]+)")
+        else:
+            target.append("*")
+            exact.append(_date_regex(text))
+            capture.append(_date_regex(text))
+    joined = re.sub(r"\*+", "*", "".join(target))
+    has_topic = any(k == "topic" for k, _ in parts)
+    return IndexSelection(
+        target=joined,
+        exact=re.compile("".join(exact)) if topic and has_topic else None,
+        topic_of=re.compile("".join(capture)) if has_topic else None,
+    )
+
+
+def resolve_target(es: Any, sel: IndexSelection) -> str | None:
+    """The comma-joined index names to search now, or None when no index exists (yet)."""
+    if sel.exact is None:
+        return sel.target
+    resp = es.indices.resolve_index(name=sel.target, expand_wildcards="open")
+    names = [i["name"] for i in resp.get("indices", [])] + [d["name"] for d in resp.get("data_streams", [])]
+    names = sorted(n for n in names if sel.exact.fullmatch(n))
+    return ",".join(names) if names else None
+
+
+# --- the query ---------------------------------------------------------------------------------
+
+
+def build_query(*, since: datetime | None, until: datetime | None, host: str | None, text: str | None,
+                since_ms: int | None = None, file: str | None = None) -> dict[str, Any]:
+    """The bool query for the filters; ``since_ms`` (epoch ms) is the follow loop's window.
+
+    ``text`` is a Lucene query string on ``message`` (``field:value`` terms work too), every
+    word required; ``host`` an IP or a host name; ``file`` a file's exact path.
+    """
+    filters: list[dict[str, Any]] = []
+    rng: dict[str, Any] = {}
+    if since is not None:
+        rng["gte"] = iso_utc(since)
+    if until is not None:
+        rng["lte"] = iso_utc(until)
+    if rng:
+        filters.append({"range": {"@timestamp": rng | {"format": "strict_date_optional_time"}}})
+    if since_ms is not None:
+        filters.append({"range": {"@timestamp": {"gte": since_ms, "format": "epoch_millis"}}})
+    if host:
+        try:
+            value, fld = canonical_ip(host), "host.ip"
+        except ValueError:
+            value, fld = host, "host.name"
+        # An index template maps these as ip/keyword; dynamic mapping makes text + .keyword.
+        filters.append({"bool": {"should": [{"term": {fld: value}}, {"term": {f"{fld}.keyword": value}}],
+                                 "minimum_should_match": 1}})
+    if file:
+        filters.append({"bool": {"should": [{"term": {"log.file.path": file}},
+                                            {"term": {"log.file.path.keyword": file}}],
+                                 "minimum_should_match": 1}})
+    must: list[dict[str, Any]] = []
+    if text:
+        must.append({"query_string": {"query": text, "default_field": "message", "default_operator": "AND"}})
+    return {"bool": {"filter": filters, "must": must}}
+
+
+def tiebreak_field(es: Any, target: str) -> str | None:
+    """``event.id`` when it is a keyword in every index, else its ``.keyword`` sub-field, else None."""
+    resp = es.indices.get_field_mapping(index=target, fields="event.id,event.id.keyword",
+                                        ignore_unavailable=True, allow_no_indices=True)
+    body = resp.body if hasattr(resp, "body") else resp
+    kinds: set[str] = set()
+    for idx in body.values():
+        m = idx.get("mappings", {})
+        if not m:
+            continue
+        own = m.get("event.id", {}).get("mapping", {}).get("id", {}).get("type")
+        if own == "keyword":
+            kinds.add("event.id")
+        elif "event.id.keyword" in m:
+            kinds.add("event.id.keyword")
+        else:
+            kinds.add("none")
+    if len(kinds) == 1 and "none" not in kinds:
+        return kinds.pop()
+    return None
+
+
+def sort_spec(order: str, tiebreak: str | None) -> list[dict[str, Any]]:
+    """@timestamp, then the line's byte offset (lines of one file read in the same millisecond stay
+    in file order), then event.id: a total order, as search_after needs."""
+    spec = [{"@timestamp": {"order": order, "unmapped_type": "date"}},
+            {"log.offset": {"order": order, "unmapped_type": "long"}}]
+    if tiebreak:
+        spec.append({tiebreak: {"order": order, "unmapped_type": "keyword"}})
+    return spec
+
+
+def format_hit(hit: dict[str, Any], sel: IndexSelection) -> str:
+    """``2024-05-01T12:00:00.123Z web1 nginx-access: the line`` (topic from the index name)."""
+    src = hit.get("_source") or {}
+    host = src.get("host") if isinstance(src.get("host"), dict) else {}
+    who = host.get("name") or host.get("ip") or "?"
+    where = sel.topic(hit.get("_index", "")) or hit.get("_index", "?")
+    msg = src.get("message")
+    return f"{src.get('@timestamp', '?')} {who} {where}: {msg if isinstance(msg, str) else json.dumps(msg)}"
+
+
+def hit_json(hit: dict[str, Any]) -> str:
+    return json.dumps({"_index": hit.get("_index"), "_id": hit.get("_id")} | (hit.get("_source") or {}),
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+
+
+# --- what a search page shows besides the hits ----------------------------------------------------
+
+#: (bucket width, the ES ``fixed_interval``) from fine to coarse
+_INTERVALS = [(timedelta(seconds=s), f"{s}s") for s in (1, 5, 10, 30)] + \
+    [(timedelta(minutes=m), f"{m}m") for m in (1, 5, 10, 30)] + \
+    [(timedelta(hours=h), f"{h}h") for h in (1, 3, 6, 12)] + [(timedelta(days=1), "1d"), (timedelta(days=7), "7d")]
+
+
+def histogram_interval(since: datetime, until: datetime, buckets: int = 60) -> str:
+    """The ``fixed_interval`` giving about ``buckets`` bars (at most that many) over the range."""
+    span = max(until - since, timedelta(seconds=1))
+    for width, name in _INTERVALS:
+        if span / width <= buckets:
+            return name
+    return _INTERVALS[-1][1]
+
+
+def facet_aggs(interval: str, since: datetime, until: datetime, size: int = 10) -> dict[str, Any]:
+    """Aggregations for a search page: lines over time, and the top hosts, files and indices (topics)."""
+    return {
+        "over_time": {"date_histogram": {"field": "@timestamp", "fixed_interval": interval, "min_doc_count": 0,
+                                         "extended_bounds": {"min": iso_utc(since), "max": iso_utc(until)},
+                                         "format": "strict_date_optional_time"}},
+        "hosts": {"terms": {"field": "host.name", "size": size}},
+        "files": {"terms": {"field": "log.file.path", "size": size}},
+        "indices": {"terms": {"field": "_index", "size": 100}},
+    }
+
+
+def context_requests(hit_source: dict[str, Any], size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two search bodies: the ``size`` lines before a line and after it in the same file on the same host.
+
+    Like ``grep -C``: by ``log.offset`` within ``host.name`` + ``log.file.path``. A file that
+    was truncated or replaced starts its offsets at 0 again; the lines of the 24 hours around
+    the line only are considered, which keeps another day's file of the same name out.
+    """
+    host = (hit_source.get("host") or {}).get("name")
+    path = ((hit_source.get("log") or {}).get("file") or {}).get("path")
+    offset = (hit_source.get("log") or {}).get("offset")
+    ts = hit_source.get("@timestamp")
+    base: list[dict[str, Any]] = [{"term": {"host.name": host}}, {"term": {"log.file.path": path}}]
+    if isinstance(ts, str):
+        base.append({"range": {"@timestamp": {"gte": f"{ts}||-12h", "lte": f"{ts}||+12h"}}})
+
+    def body(op: str, order: str) -> dict[str, Any]:
+        return {"query": {"bool": {"filter": [*base, {"range": {"log.offset": {op: offset}}}]}},
+                "sort": [{"log.offset": {"order": order}}], "size": size}
+
+    return body("lt", "desc"), body("gt", "asc")

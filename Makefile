@@ -17,19 +17,25 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev]'
+	$(PY) -m pip install -q -e '.[test,dev,console]'
 	@touch $@
 
 venv: $(VENV)/.installed ## create .venv/ with logferry and the test/dev tools
 
-test: $(VENV)/.installed ## all tests: unit (tests/) then integration on a real stack (integration/)
+# The console's browser tests drive Debian's chromium through chromium-driver (no browser download).
+$(VENV)/.browser:
+	@command -v chromedriver >/dev/null || { echo "installing chromium + chromium-driver (apt) for the console's browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }
+	@touch $@
+
+test: $(VENV)/.installed $(VENV)/.browser ## all tests: unit (tests/) then integration on a real stack (integration/)
 	$(PY) -m pytest tests/ -q $(PYTEST_ARGS)
 	$(PY) -m pytest integration/ -v --durations=15 $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed ## fast unit tests only, no servers
 	$(PY) -m pytest tests/ -q $(PYTEST_ARGS)
 
-integration: $(VENV)/.installed ## integration tests only (starts its own stack unless LOGFERRY_STACK_DIR names a running one)
+integration: $(VENV)/.installed $(VENV)/.browser ## integration tests only (starts its own stack unless LOGFERRY_STACK_DIR names a running one)
 	$(PY) -m pytest integration/ -v --durations=15 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff

@@ -38,25 +38,32 @@ from logferry.keys import Keys, canonical_ip
 
 __all__ = [
     "DEFAULT_AGENT_CONFIG",
+    "DEFAULT_CONSOLE_CONFIG",
     "DEFAULT_TRANSFER_CONFIG",
     "AgentConfig",
     "AgentSettings",
     "ConfigError",
+    "ConsoleConfig",
+    "ConsoleSettings",
+    "ConsoleUser",
     "CtlConfig",
     "EtcdSettings",
     "KafkaSettings",
     "TransferDaemonConfig",
     "TransferSettings",
     "load_agent_config",
+    "load_console_config",
     "load_ctl_config",
     "load_transfer_config",
     "parse_agent_config",
+    "parse_console_config",
     "parse_transfer_daemon_config",
     "split_host_port",
 ]
 
 DEFAULT_AGENT_CONFIG = "/etc/logferry/logagent.ini"
 DEFAULT_TRANSFER_CONFIG = "/etc/logferry/logtransfer.ini"
+DEFAULT_CONSOLE_CONFIG = "/etc/logferry/console.ini"
 MIB = 1024 * 1024
 _MAX_SECRET_FILE = 64 * 1024
 T = TypeVar("T")
@@ -542,11 +549,76 @@ class TransferDaemonConfig:
 
 
 @dataclass(frozen=True)
+class EsSettings:
+    """How to reach Elasticsearch.
+
+    From logtransfer's ``[transfer] es_*`` keys, logctl's ``--es``, the console's ``[elasticsearch]``.
+    """
+
+    hosts: list[str]
+    api_key: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    verify_certs: bool = True
+
+    def auth_kwargs(self) -> dict[str, Any]:
+        """The ``Elasticsearch()`` arguments for logging in and TLS (an API key wins over a user)."""
+        kw: dict[str, Any] = {"verify_certs": self.verify_certs}
+        if self.api_key:
+            kw["api_key"] = self.api_key
+        elif self.username:
+            kw["basic_auth"] = (self.username, self.password or "")
+        if self.ca_file:
+            kw["ca_certs"] = self.ca_file
+        if not self.verify_certs:
+            kw["ssl_show_warn"] = False
+        return kw
+
+
+@dataclass(frozen=True)
 class CtlConfig:
     """What logctl needs: etcd access. ``path`` is None when everything came from the command line."""
 
     etcd: EtcdSettings
     path: str | None
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    """A console login: its role (``read``: search, tail, status; ``admin``: also writes to etcd)."""
+
+    name: str
+    role: str
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    listen: str = "127.0.0.1:8430"
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    search_timeout_s: float = 30.0
+    session_secret: str | None = field(default=None, repr=False)
+    session_hours: float = 12.0
+    log_level: str = "INFO"
+    users: tuple[ConsoleUser, ...] = ()
+
+    @property
+    def loopback(self) -> bool:
+        host, _ = split_host_port(self.listen)
+        try:
+            return ipaddress.ip_address(host.strip("[]")).is_loopback
+        except ValueError:
+            return host == "localhost"
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    etcd: EtcdSettings
+    es: EsSettings
+    console: ConsoleSettings
+    path: str
 
 
 # --- section readers ---------------------------------------------------------------------------
@@ -561,7 +633,11 @@ _AGENT_KEYS = ("data_dir", "host_ip", "hostname", "metrics_address", "log_level"
 _TRANSFER_KEYS = ("id", "group_id", "es_hosts", "es_api_key", "es_api_key_file", "es_username",
                   "es_password", "es_password_file", "es_ca_file", "es_verify_certs", "metrics_address",
                   "data_dir", "log_level", "status_interval_s")
-_SECTION_KEYS = {"etcd": _ETCD_KEYS, "kafka": _KAFKA_KEYS, "agent": _AGENT_KEYS, "transfer": _TRANSFER_KEYS}
+_CONSOLE_KEYS = ("listen", "tls_cert_file", "tls_key_file", "search_timeout_s", "session_secret",
+                 "session_secret_file", "session_hours", "log_level")
+_ES_KEYS = ("hosts", "api_key", "api_key_file", "username", "password", "password_file", "ca_file", "verify_certs")
+_SECTION_KEYS = {"etcd": _ETCD_KEYS, "kafka": _KAFKA_KEYS, "agent": _AGENT_KEYS, "transfer": _TRANSFER_KEYS,
+                 "console": _CONSOLE_KEYS, "elasticsearch": _ES_KEYS}
 
 
 def _read_etcd(s: _Section) -> EtcdSettings:
@@ -673,6 +749,76 @@ def _read_transfer(s: _Section) -> TransferSettings:
         log_level=s.get("log_level", _log_level, "INFO"),
         status_interval_s=s.get("status_interval_s", _seconds(0, 3600), 5.0),
     )
+
+
+_ROLES = ("read", "admin")
+_HASH = re.compile(r"pbkdf2_sha256\$\d{5,7}\$[A-Za-z0-9+/=_-]{8,}\$[A-Za-z0-9+/=_-]{16,}")
+
+
+def _read_console(s: _Section, users: Mapping[str, str], path: str) -> ConsoleSettings:
+    s.require_pair("tls_cert_file", "tls_key_file")
+    parsed: list[ConsoleUser] = []
+    for name, value in users.items():
+        role, _, pw_hash = value.strip().partition(" ")
+        where = f"{path}: [users] {name}"
+        if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", name):
+            raise ConfigError(f"{where}: a user name of letters, digits and . _ @ - (at most 64)", path=path,
+                              section="users", key=name)
+        if role not in _ROLES:
+            raise ConfigError(f"{where}: starts with the role, read or admin, then the password hash "
+                              "(logconsole hash-password makes one)", path=path, section="users", key=name)
+        if not _HASH.fullmatch(pw_hash.strip()):
+            raise ConfigError(f"{where}: the password hash is not one logconsole hash-password makes "
+                              "(pbkdf2_sha256$iterations$salt$hash); never a plain password", path=path,
+                              section="users", key=name)
+        parsed.append(ConsoleUser(name, role, pw_hash.strip()))
+    listen = s.get("listen", _hostport, "127.0.0.1:8430")
+    settings = ConsoleSettings(
+        listen=listen,
+        tls_cert_file=s.opt("tls_cert_file", _existing_file),
+        tls_key_file=s.opt("tls_key_file", _existing_file),
+        search_timeout_s=s.get("search_timeout_s", _seconds(0, 600), 30.0),
+        session_secret=s.secret("session_secret"),
+        session_hours=s.get("session_hours", _seconds(0, 24 * 365), 12.0),
+        log_level=s.get("log_level", _log_level, "INFO"),
+        users=tuple(parsed),
+    )
+    if not settings.loopback and not parsed:
+        raise s.error("listen", f"{listen} is not a loopback address and no [users] are set: anyone who can reach "
+                                "it could read every log and change every collect list. Add [users] "
+                                "(logconsole hash-password) or listen on 127.0.0.1 behind a proxy that "
+                                "authenticates")
+    return settings
+
+
+def _read_es_section(s: _Section) -> EsSettings:
+    if (s.raw("api_key") or s.raw("api_key_file")) and s.raw("username"):
+        raise s.error("username", "set together with api_key; use one way to log in, remove the other")
+    s.require_pair("username", "password")
+    return EsSettings(
+        hosts=s.get("hosts", _es_hosts, missing="set it to a comma-separated list of URLs such as https://es1:9200"),
+        api_key=s.secret("api_key"),
+        username=s.opt("username"),
+        password=s.secret("password"),
+        ca_file=s.opt("ca_file", _existing_file),
+        verify_certs=s.get("verify_certs", _bool, True),
+    )
+
+
+def parse_console_config(text: str, path: str = "<string>") -> ConsoleConfig:
+    """Validate the console's INI given as text: ``[console]``, ``[users]``, ``[etcd]``, ``[elasticsearch]``."""
+    sections = ("console", "users", "etcd", "elasticsearch")
+    parser = _parse_ini(text, path, sections)
+    _check_sections(parser, path, sections)
+    users = dict(parser.items("users")) if parser.has_section("users") else {}
+    return ConsoleConfig(etcd=_read_etcd(_section(parser, "etcd", path)),
+                         es=_read_es_section(_section(parser, "elasticsearch", path)),
+                         console=_read_console(_section(parser, "console", path), users, path), path=path)
+
+
+def load_console_config(path: str = DEFAULT_CONSOLE_CONFIG) -> ConsoleConfig:
+    """Read and validate the console's INI; ``ConfigError`` says what to fix, and where."""
+    return parse_console_config(_read_text(path, "logferry/examples/console.ini"), path)
 
 
 # --- files -------------------------------------------------------------------------------------

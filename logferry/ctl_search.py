@@ -20,19 +20,21 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
-from logferry.ctl_settings import EsSettings
 from logferry.ctl_util import EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE, CtlError
 from logferry.search import (
+    Follower,
     IndexSelection,
     build_query,
+    es_client,
     format_hit,
     hit_json,
     resolve_target,
+    search_hits,
     sort_spec,
     tiebreak_field,
 )
@@ -47,28 +49,9 @@ __all__ = [
     "select_indices",
 ]
 
-PAGE = 1000
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_DATE_TOKEN = re.compile(r"yyyy|MM|dd|HH|[._-]")
 
 
 # --- Elasticsearch client and its errors -------------------------------------------------------
-
-
-def es_client(s: EsSettings, timeout_s: float) -> Any:
-    from elasticsearch import Elasticsearch
-
-    kw: dict[str, Any] = {"request_timeout": timeout_s, "max_retries": 1, "retry_on_timeout": False}
-    if s.api_key:
-        kw["api_key"] = s.api_key
-    if s.username:
-        kw["basic_auth"] = (s.username, s.password or "")
-    if s.ca_file:
-        kw["ca_certs"] = s.ca_file
-    if not s.verify_certs:
-        kw["verify_certs"] = False
-        kw["ssl_show_warn"] = False
-    return Elasticsearch(s.hosts, **kw)
 
 
 def _reason(e: Any) -> str:
@@ -157,34 +140,11 @@ class SearchRequest:
     lookback_s: float = 10.0
 
 
-def _search(es: Any, target: str, query: dict[str, Any], sort: list[dict[str, Any]], size: int,
-            after: list[Any] | None = None) -> list[dict[str, Any]]:
-    kw: dict[str, Any] = {"index": target, "query": query, "sort": sort, "size": size,
-                          "ignore_unavailable": True, "allow_no_indices": True, "track_total_hits": False}
-    if after is not None:
-        kw["search_after"] = after
-    return es.search(**kw)["hits"]["hits"]
-
-
 def newest(es: Any, req: SearchRequest, tiebreak: str | None, target: str) -> list[dict[str, Any]]:
     """The ``count`` newest hits, oldest first."""
     query = build_query(since=req.since, until=req.until, host=req.host, text=req.text)
-    hits = _search(es, target, query, sort_spec("desc", tiebreak), max(req.count, 0))
+    hits = search_hits(es, target, query, sort_spec("desc", tiebreak), max(req.count, 0))
     return list(reversed(hits))
-
-
-def window(es: Any, req: SearchRequest, tiebreak: str | None, target: str, since_ms: int
-           ) -> Iterator[dict[str, Any]]:
-    """Every hit at or after ``since_ms``, oldest first, paged with search_after."""
-    query = build_query(since=req.since, until=None, host=req.host, text=req.text, since_ms=since_ms)
-    sort = sort_spec("asc", tiebreak)
-    after = None
-    while True:
-        hits = _search(es, target, query, sort, PAGE, after)
-        yield from hits
-        if len(hits) < PAGE:
-            return
-        after = hits[-1]["sort"]
 
 
 def run_search(es: Any, req: SearchRequest, *, as_json: bool, out: TextIO = sys.stdout,
@@ -203,38 +163,18 @@ def run_search(es: Any, req: SearchRequest, *, as_json: bool, out: TextIO = sys.
     out.flush()
     if not req.follow:
         return printed
-    lookback = int(req.lookback_s * 1000)
-    # Where "new" starts: the newest line there is (or now). Lines already there are not new,
-    # also those older ones -n did not show: mark everything in the look-back window as seen.
-    cursor = now_ms()
-    if target:
-        probe = _search(es, target, build_query(since=req.since, until=None, host=req.host, text=req.text),
-                        sort_spec("desc", tiebreak), 1)
-        if probe and probe[0].get("sort"):
-            cursor = max(cursor, int(probe[0]["sort"][0]))
-    seen: dict[str, int] = {}
-    if target:
-        for h in window(es, req, tiebreak, target, cursor - lookback):
-            seen[h["_id"]] = int(h["sort"][0])
+    follower = Follower(es, req.sel, since=req.since, host=req.host, text=req.text, lookback_s=req.lookback_s,
+                        now_ms=now_ms)
+    follower.start(target, tiebreak)
     n = 0
     down_since: float | None = None
     while polls is None or n < polls:
         n += 1
         sleep(req.interval_s)
         try:
-            target = resolve_target(es, req.sel)  # a new day (or topic) brings a new index
-            if not target:
-                continue
-            if tiebreak is None:
-                tiebreak = tiebreak_field(es, target)
-            for h in window(es, req, tiebreak, target, cursor - lookback):
-                ts = int(h["sort"][0])
-                if h["_id"] in seen:
-                    continue
-                seen[h["_id"]] = ts
+            for h in follower.poll():
                 print(show(h), file=out)
                 printed += 1
-                cursor = max(cursor, ts)
         except Exception as e:
             if not _transient(e):
                 raise
@@ -250,7 +190,4 @@ def run_search(es: Any, req: SearchRequest, *, as_json: bool, out: TextIO = sys.
             print(f"logctl: Elasticsearch answers again after {time.monotonic() - down_since:.0f}s",
                   file=sys.stderr, flush=True)
             down_since = None
-        floor = cursor - lookback - 1000
-        for k in [k for k, ts in seen.items() if ts < floor]:
-            del seen[k]
     return printed

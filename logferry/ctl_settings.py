@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from logferry import config as _config
 from logferry.config import (
     CTL_OVERRIDE_SOURCE,
     ConfigError,
+    EsSettings,
     EtcdSettings,
     KafkaSettings,
     load_ctl_config,
@@ -38,18 +39,6 @@ ENV_ETCD = "LOGFERRY_ETCD"
 ENV_PREFIX = "LOGFERRY_PREFIX"
 ENV_KAFKA = "LOGFERRY_KAFKA"
 ENV_ES = "LOGFERRY_ES"
-
-
-@dataclass(frozen=True)
-class EsSettings:
-    """How to reach Elasticsearch (``[transfer] es_*`` keys, or ``--es``)."""
-
-    hosts: list[str]
-    api_key: str | None = field(default=None, repr=False)
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_file: str | None = None
-    verify_certs: bool = True
 
 
 @dataclass

@@ -17,17 +17,23 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from logferry.config import EsSettings
 from logferry.keys import canonical_ip
 from logferry.schema import DEFAULT_INDEX, is_valid_topic
 
 __all__ = [
+    "PAGE",
+    "Follower",
     "IndexSelection",
     "build_query",
     "context_requests",
+    "es_client",
     "facet_aggs",
     "format_hit",
     "histogram_interval",
@@ -39,8 +45,17 @@ __all__ = [
     "tiebreak_field",
 ]
 
+PAGE = 1000
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _DATE_TOKEN = re.compile(r"yyyy|MM|dd|HH|[._-]")
+
+
+def es_client(s: EsSettings, timeout_s: float) -> Any:
+    """An Elasticsearch client for these settings: one retry, no retry on timeouts (the caller decides)."""
+    from elasticsearch import Elasticsearch
+
+    kw: dict[str, Any] = {"request_timeout": timeout_s, "max_retries": 1, "retry_on_timeout": False}
+    return Elasticsearch(s.hosts, **kw, **s.auth_kwargs())
 
 
 def iso_utc(t: datetime) -> str:
@@ -167,8 +182,13 @@ def build_query(*, since: datetime | None, until: datetime | None, host: str | N
 
 def tiebreak_field(es: Any, target: str) -> str | None:
     """``event.id`` when it is a keyword in every index, else its ``.keyword`` sub-field, else None."""
-    resp = es.indices.get_field_mapping(index=target, fields="event.id,event.id.keyword",
-                                        ignore_unavailable=True, allow_no_indices=True)
+    try:
+        resp = es.indices.get_field_mapping(index=target, fields="event.id,event.id.keyword",
+                                            ignore_unavailable=True, allow_no_indices=True)
+    except Exception as e:
+        if getattr(getattr(e, "meta", None), "status", None) == 404:
+            return None  # no index matches (yet)
+        raise
     body = resp.body if hasattr(resp, "body") else resp
     kinds: set[str] = set()
     for idx in body.values():
@@ -263,3 +283,84 @@ def context_requests(hit_source: dict[str, Any], size: int) -> tuple[dict[str, A
                 "sort": [{"log.offset": {"order": order}}], "size": size}
 
     return body("lt", "desc"), body("gt", "asc")
+
+
+# --- following: new lines as they become searchable -------------------------------------------------
+
+
+def search_hits(es: Any, target: str, query: dict[str, Any], sort: list[dict[str, Any]], size: int,
+                after: list[Any] | None = None) -> list[dict[str, Any]]:
+    kw: dict[str, Any] = {"index": target, "query": query, "sort": sort, "size": size,
+                          "ignore_unavailable": True, "allow_no_indices": True, "track_total_hits": False}
+    if after is not None:
+        kw["search_after"] = after
+    return es.search(**kw)["hits"]["hits"]
+
+
+class Follower:
+    """Every line matching the filters that becomes searchable from now on, each exactly once.
+
+    Agents stamp lines when they read them and the transfer indexes them a little later, so a
+    line can become visible after a newer one. Each :meth:`poll` therefore reads the window from
+    ``lookback_s`` before the newest line seen (oldest first, paged with ``search_after``) and
+    skips the ``_id`` values it returned already: late lines come when they arrive, none twice.
+    ``logctl search --follow`` and the console's live tail both follow with this.
+    """
+
+    def __init__(self, es: Any, sel: IndexSelection, *, since: datetime | None = None, host: str | None = None,
+                 text: str | None = None, file: str | None = None, lookback_s: float = 10.0,
+                 now_ms: Callable[[], int] | None = None) -> None:
+        self.es = es
+        self.sel = sel
+        self.filters = {"since": since, "until": None, "host": host, "text": text, "file": file}
+        self.lookback = int(lookback_s * 1000)
+        self.now_ms = now_ms or (lambda: int(time.time() * 1000))
+        self.target: str | None = None
+        self.tiebreak: str | None = None
+        self.cursor = 0
+        self.seen: dict[str, int] = {}
+
+    def start(self, target: str | None = None, tiebreak: str | None = None) -> None:
+        """Where "new" starts: the newest line there is (or now); lines already there are not new."""
+        self.target = target if target is not None else resolve_target(self.es, self.sel)
+        self.tiebreak = tiebreak if tiebreak is not None or not self.target else tiebreak_field(self.es, self.target)
+        self.cursor = self.now_ms()
+        if self.target:
+            probe = search_hits(self.es, self.target, build_query(**self.filters),
+                                sort_spec("desc", self.tiebreak), 1)
+            if probe and probe[0].get("sort"):
+                self.cursor = max(self.cursor, int(probe[0]["sort"][0]))
+            for h in self._window():
+                self.seen[h["_id"]] = int(h["sort"][0])
+
+    def poll(self) -> list[dict[str, Any]]:
+        """The new hits since the last poll, oldest first. Elasticsearch's errors go to the caller."""
+        self.target = resolve_target(self.es, self.sel)  # a new day (or topic) brings a new index
+        if not self.target:
+            return []
+        if self.tiebreak is None:
+            self.tiebreak = tiebreak_field(self.es, self.target)
+        new: list[dict[str, Any]] = []
+        for h in self._window():
+            ts = int(h["sort"][0])
+            if h["_id"] in self.seen:
+                continue
+            self.seen[h["_id"]] = ts
+            new.append(h)
+            self.cursor = max(self.cursor, ts)
+        floor = self.cursor - self.lookback - 1000
+        for k in [k for k, ts in self.seen.items() if ts < floor]:
+            del self.seen[k]
+        return new
+
+    def _window(self) -> Iterator[dict[str, Any]]:
+        assert self.target is not None
+        query = build_query(**self.filters, since_ms=self.cursor - self.lookback)
+        sort = sort_spec("asc", self.tiebreak)
+        after = None
+        while True:
+            hits = search_hits(self.es, self.target, query, sort, PAGE, after)
+            yield from hits
+            if len(hits) < PAGE:
+                return
+            after = hits[-1]["sort"]

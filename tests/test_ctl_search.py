@@ -159,7 +159,7 @@ def test_follow_prints_new_and_late_lines_once() -> None:
 
 
 def test_follow_pages_beyond_one_page(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("logferry.ctl_search.PAGE", 3)
+    monkeypatch.setattr("logferry.search.PAGE", 3)
     es = FakeES()
     es.add(1000, "first")
     out = io.StringIO()

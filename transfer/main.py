@@ -38,7 +38,7 @@ from confluent_kafka import KafkaException
 from elasticsearch import Elasticsearch
 
 from logferry import __version__
-from logferry.config import ConfigError, TransferDaemonConfig, load_transfer_config
+from logferry.config import ConfigError, EsSettings, TransferDaemonConfig, load_transfer_config
 from logferry.etcd import EtcdClient, EtcdError, WatchEvent
 from logferry.schema import TransferConfig
 
@@ -70,17 +70,11 @@ def make_es_client(t: Any) -> Elasticsearch:
         "max_retries": max(0, len(t.es_hosts) - 1),
         "retry_on_status": (),
         "retry_on_timeout": len(t.es_hosts) > 1,
-        "verify_certs": t.es_verify_certs,
         "serializers": {"application/json": BulkResponseSerializer()},
     }
-    if t.es_api_key:
-        kwargs["api_key"] = t.es_api_key
-    elif t.es_username:
-        kwargs["basic_auth"] = (t.es_username, t.es_password or "")
-    if t.es_ca_file:
-        kwargs["ca_certs"] = t.es_ca_file
-    if not t.es_verify_certs:
-        kwargs["ssl_show_warn"] = False
+    es = EsSettings(hosts=t.es_hosts, api_key=t.es_api_key, username=t.es_username, password=t.es_password,
+                    ca_file=t.es_ca_file, verify_certs=t.es_verify_certs)
+    kwargs |= es.auth_kwargs()
     return Elasticsearch(t.es_hosts, **kwargs)
 
 

@@ -1,0 +1,1 @@
+"""logferry console: the web page where operators find and follow logs and manage what each host collects."""

@@ -1,0 +1,175 @@
+"""What each console page shows, as plain data: read through the core (logferry/), like logctl.
+
+These functions take the clients and the parsed request and return JSON-ready dicts; the web
+layer (console/app.py) only routes, authenticates and serialises. Elasticsearch's and etcd's
+calls are synchronous: Starlette runs these in its thread pool.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from console.params import SearchParams
+from logferry.documents import Doc, unified_diff, validate_text, write_document
+from logferry.etcd import EtcdClient
+from logferry.fleet import HostView, config_state, gather_hosts, gather_transfers, hosts_json, last_error
+from logferry.keys import Keys
+from logferry.schema import DEFAULT_INDEX, SchemaError, parse_transfer_config
+from logferry.search import (
+    IndexSelection,
+    build_query,
+    context_requests,
+    facet_aggs,
+    histogram_interval,
+    resolve_target,
+    select_indices,
+    sort_spec,
+    tiebreak_field,
+)
+
+__all__ = ["context_of", "doc_check", "doc_read", "doc_write", "host_detail", "hosts_page", "index_pattern",
+           "line_of", "search_page", "selection", "transfers_page"]
+
+
+def index_pattern(etcd: EtcdClient, keys: Keys) -> str:
+    """The transfer config's index pattern (the default when there is none or it is invalid)."""
+    raw, _ = etcd.get(keys.transfer_config())
+    if raw is None:
+        return DEFAULT_INDEX
+    try:
+        return parse_transfer_config(raw).index or DEFAULT_INDEX
+    except SchemaError:
+        return DEFAULT_INDEX
+
+
+def selection(pattern: str, topic: str | None) -> IndexSelection:
+    return select_indices(pattern, topic)
+
+
+def line_of(hit: dict[str, Any], sel: IndexSelection) -> dict[str, Any]:
+    """One hit as the page shows it. The message is data: the page sets it as text, never as HTML."""
+    src = hit.get("_source") or {}
+    host = src.get("host") if isinstance(src.get("host"), dict) else {}
+    log = src.get("log") if isinstance(src.get("log"), dict) else {}
+    f = log.get("file") if isinstance(log.get("file"), dict) else {}
+    msg = src.get("message")
+    return {"id": hit.get("_id"), "index": hit.get("_index"), "topic": sel.topic(hit.get("_index", "")),
+            "ts": src.get("@timestamp"), "host": host.get("name"), "ip": host.get("ip"), "file": f.get("path"),
+            "offset": log.get("offset"), "flags": log.get("flags") or [], "fields": src.get("fields") or {},
+            "message": msg if isinstance(msg, str) else str(msg), "sort": hit.get("sort")}
+
+
+def search_page(es: Any, pattern: str, p: SearchParams, timeout_s: float) -> dict[str, Any]:
+    """Hits newest first (a page of ``p.size``, older pages through ``after``), the histogram over the
+    whole range, and the hosts, files and topics with their counts for the query."""
+    t0 = time.monotonic()
+    sel = selection(pattern, p.topic)
+    empty = {"hits": [], "total": 0, "total_relation": "eq", "histogram": {"interval": None, "buckets": []},
+             "facets": {"topic": [], "host": [], "file": []}, "took_ms": 0, "target": sel.target}
+    target = resolve_target(es, sel)
+    if not target:
+        return empty | {"note": f"no index matches {sel.target} yet"}
+    tiebreak = tiebreak_field(es, target)
+    interval = histogram_interval(p.since, p.until)
+    body: dict[str, Any] = {"query": build_query(**p.filters()), "sort": sort_spec("desc", tiebreak),
+                            "size": p.size, "track_total_hits": True}
+    if p.after is None:
+        body["aggs"] = facet_aggs(interval, p.since, p.until)
+    else:
+        body["search_after"] = p.after
+    resp = es.search(index=target, ignore_unavailable=True, allow_no_indices=True,
+                     timeout=f"{int(timeout_s * 1000)}ms", request_timeout=timeout_s, **body)
+    resp = resp.body if hasattr(resp, "body") else resp
+    total = resp["hits"]["total"]
+    out = empty | {"hits": [line_of(h, sel) for h in resp["hits"]["hits"]], "total": total["value"],
+                   "total_relation": total["relation"], "timed_out": bool(resp.get("timed_out"))}
+    aggs = resp.get("aggregations")
+    if aggs:
+        topics: dict[str, int] = {}
+        for b in aggs["indices"]["buckets"]:
+            name = sel.topic(b["key"]) or b["key"]
+            topics[name] = topics.get(name, 0) + b["doc_count"]
+        out["histogram"] = {"interval": interval,
+                            "buckets": [[b["key"], b["doc_count"]] for b in aggs["over_time"]["buckets"]]}
+        out["facets"] = {"topic": sorted(topics.items(), key=lambda kv: -kv[1]),
+                         "host": [[b["key"], b["doc_count"]] for b in aggs["hosts"]["buckets"]],
+                         "file": [[b["key"], b["doc_count"]] for b in aggs["files"]["buckets"]]}
+    out["took_ms"] = round((time.monotonic() - t0) * 1000)
+    return out
+
+
+def context_of(es: Any, pattern: str, index: str, doc_id: str, size: int) -> dict[str, Any] | None:
+    """A line and the ``size`` lines before and after it in its file on its host (like ``grep -C``)."""
+    sel = selection(pattern, None)
+    got = es.options(ignore_status=404).get(index=index, id=doc_id)
+    got = got.body if hasattr(got, "body") else got
+    if not got.get("found"):
+        return None
+    before_q, after_q = context_requests(got["_source"], size)
+    target = sel.target
+    before = es.search(index=target, ignore_unavailable=True, allow_no_indices=True, **before_q)["hits"]["hits"]
+    after = es.search(index=target, ignore_unavailable=True, allow_no_indices=True, **after_q)["hits"]["hits"]
+    return {"before": [line_of(h, sel) for h in reversed(before)], "line": line_of(got, sel),
+            "after": [line_of(h, sel) for h in after]}
+
+
+def _host_row(h: HostView) -> dict[str, Any]:
+    st = h.status or {}
+    row = next(r for r in hosts_json({h.ip: h}))
+    files = st.get("files") if isinstance(st.get("files"), list) else []
+    row |= {"config_state": config_state(h), "files": files, "files_lost": st.get("files_lost") or [],
+            "updated_at": st.get("updated_at"), "started_at": st.get("started_at"),
+            "kafka": st.get("kafka") or {}, "disk": st.get("disk") or {}, "last_error": last_error(h),
+            "counters": st.get("counters") or {}}
+    return row
+
+
+def hosts_page(etcd: EtcdClient, keys: Keys) -> dict[str, Any]:
+    hosts = gather_hosts(etcd, keys)
+    return {"hosts": [_host_row(h) for h in hosts.values()], "now": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def host_detail(etcd: EtcdClient, keys: Keys, ip: str) -> dict[str, Any] | None:
+    h = gather_hosts(etcd, keys).get(ip)
+    return None if h is None else _host_row(h)
+
+
+def transfers_page(etcd: EtcdClient, keys: Keys) -> dict[str, Any]:
+    return {"transfers": list(gather_transfers(etcd, keys).values())}
+
+
+def doc_read(etcd: EtcdClient, doc: Doc) -> dict[str, Any]:
+    """What the editor opens: the stored text (normalized when valid), its revision, its problem."""
+    value, rev = etcd.get(doc.key)
+    text, error = doc.normalized(value)
+    return {"key": doc.key, "what": doc.what, "exists": value is not None, "revision": rev,
+            "text": text if value is not None else doc.template, "error": error}
+
+
+def doc_check(etcd: EtcdClient, doc: Doc, text: str) -> dict[str, Any]:
+    """Validate as the agent would, and diff against what etcd holds now."""
+    normalized, error = validate_text(doc, text)
+    value, rev = etcd.get(doc.key)
+    old, _ = doc.normalized(value)
+    diff = "" if normalized is None else unified_diff(old, normalized, f"{doc.key} (revision {rev})",
+                                                      f"{doc.key} (yours)")
+    return {"valid": error is None, "error": error, "normalized": normalized, "diff": diff, "revision": rev}
+
+
+def doc_write(etcd: EtcdClient, doc: Doc, text: str | None, expected: int) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body): 200 written/unchanged, 409 someone wrote in between, 422 invalid."""
+    normalized = None
+    if text is not None:
+        normalized, error = validate_text(doc, text)
+        if error is not None:
+            return 422, {"result": "invalid", "error": error}
+    outcome = write_document(etcd, doc, normalized, expected)
+    body = {"result": outcome.result, "revision": outcome.revision, "diff": outcome.diff}
+    if outcome.result == "conflict":
+        body["error"] = (f"{doc.key} changed since you opened it (revision {expected}, now "
+                         f"{outcome.revision or 'deleted'}): someone else wrote it. Nothing was written; "
+                         "reload to see their version")
+        return 409, body
+    return 200, body

@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                "`logconsole hash-password` makes the hash. Without users the console only listens on a "
                "loopback address. See docs/console.md.")
     ap.add_argument("--config", default=DEFAULT_CONSOLE_CONFIG, help=f"the INI file (default {DEFAULT_CONSOLE_CONFIG})")
+    ap.add_argument("--check-config", action="store_true",
+                    help="read and validate the INI, print what it says (no secrets), and exit: 0 if valid")
     ap.add_argument("--version", action="version", version=f"logconsole {__version__}")
     sub = ap.add_subparsers(dest="command")
     hp = sub.add_parser("hash-password", help="read a password (twice, not echoed) and print its hash for [users]")
@@ -60,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"logconsole: {e}", file=sys.stderr)
         return 2
+    if args.check_config:
+        c = cfg.console
+        print(f"{args.config}: valid. listen {c.listen} ({'TLS' if c.tls_cert_file else 'plain HTTP'}), "
+              f"{len(c.users)} user(s){'' if c.users else ' (no sign-in: loopback only)'}; etcd "
+              f"{', '.join(cfg.etcd.endpoints)} prefix {cfg.etcd.prefix}; Elasticsearch {', '.join(cfg.es.hosts)}")
+        return 0
     logging.basicConfig(level=cfg.console.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # a line per request otherwise
     import uvicorn

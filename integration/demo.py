@@ -6,10 +6,12 @@ Steps (each prints what it does and how long it took):
 2. write INIs for logagent and logtransfer under ``.demo/`` (the same format as /etc/logferry);
 3. with ``logctl``: put a collect list for this machine's IP (the source address of its route
    to etcd, exactly what the agent computes) and the transfer config;
-4. start logagent and logtransfer in the background (PIDs recorded in ``.demo/demo.json``);
+4. start logagent, logtransfer and the console (``logconsole``, on 127.0.0.1:8430 or a free
+   port) in the background (PIDs recorded in ``.demo/demo.json``);
 5. write sample web-server access logs and an application log with a multi-line stack trace,
    rotate the access log once (rename + create) and keep writing;
-6. wait until every line is searchable, then show ``logctl status`` and ``logctl search``.
+6. wait until every line is searchable, show ``logctl status`` and ``logctl search``, and end
+   with the console's URL (checked: its search API shows the lines).
 
 ``make demo-down`` (``python -m integration.demo down``) stops the daemons and the stack:
 exactly the processes recorded, nothing else.
@@ -21,9 +23,11 @@ import argparse
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -89,10 +93,8 @@ def write_samples(logs: Path, rng: random.Random) -> int:
 
 
 def es_count(es_url: str) -> int:
-    import urllib.request
-
     try:
-        with urllib.request.urlopen(f"{es_url}/logs-demo-*/_count", timeout=5) as r:
+        with urllib.request.urlopen(f"{es_url}/logferry-demo-*/_count", timeout=5) as r:
             return json.loads(r.read())["count"]
     except OSError:
         return 0
@@ -137,8 +139,13 @@ def up(workdir: Path) -> int:
         common + f"[transfer]\nid = demo-transfer\nes_hosts = {env['ES_URL']}\ndata_dir = {workdir / 'transfer'}\n"
         "metrics_address =\nstatus_interval_s = 1\n"
     )
+    port = free_port(8430)
+    (workdir / "logconsole.ini").write_text(
+        f"[console]\nlisten = 127.0.0.1:{port}\n\n[etcd]\nendpoints = {env['ETCD_ENDPOINTS']}\nprefix = {PREFIX}\n\n"
+        f"[elasticsearch]\nhosts = {env['ES_URL']}\n"
+    )
     procs = {}
-    for name in ("logagent", "logtransfer"):
+    for name in ("logagent", "logtransfer", "logconsole"):
         rec = ProcRecord(name=name, argv=[str(BIN / name), "--config", str(workdir / f"{name}.ini")],
                          log=str(workdir / f"{name}.log"), cwd=str(workdir), env={"PYTHONUNBUFFERED": "1"})
         procs[name] = spawn(rec)
@@ -179,8 +186,28 @@ def up(workdir: Path) -> int:
     print(logctl(env, "search", "--topic", TOPIC_APP, "-q", "declined", check=False))
     say(f"done in {time.monotonic() - started:.0f}s. Endpoints: . {stack_dir / 'stack.env'}; "
         f"try: .venv/bin/logctl --etcd {env['ETCD_ENDPOINTS']} --es {env['ES_URL']} search -f")
+    console = f"http://127.0.0.1:{port}/?range=1h"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?range=1h&size=1", timeout=30) as r:
+            shown = json.load(r)["total"]
+    except OSError as e:
+        raise SystemExit(f"demo: the console does not answer on port {port} ({e}); "
+                         f"see {workdir}/logconsole.log") from None
+    say(f"the console shows {shown} lines of the last hour: open {console}")
     say("stop everything with: make demo-down")
-    return 0 if count >= expected else 1
+    return 0 if count >= expected and shown >= expected else 1
+
+
+def free_port(preferred: int) -> int:
+    """``preferred`` if nothing listens there, else any free port (another console may run)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
 
 
 def down(workdir: Path) -> int:

@@ -23,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 UNITS = REPO / "systemd"
 DROPIN = REPO / "ansible/roles/logagent/templates/read-any-file.conf.j2"
-LIMITS = {"logagent.service": 3.0, "logtransfer.service": 2.0, "logagent.service + read-any-file.conf": 3.0}
+LIMITS = {"logagent.service": 3.0, "logtransfer.service": 2.0, "logconsole.service": 2.0,
+          "logagent.service + read-any-file.conf": 3.0}
 
 
 def verify(unit: Path) -> list[str]:
@@ -73,6 +74,7 @@ def main() -> int:
     cases = {
         "logagent.service": (UNITS / "logagent.service").read_text(),
         "logtransfer.service": (UNITS / "logtransfer.service").read_text(),
+        "logconsole.service": (UNITS / "logconsole.service").read_text(),
         # A drop-in's [Service] lines after the unit's own: the same merge systemd does.
         "logagent.service + read-any-file.conf": (UNITS / "logagent.service").read_text() + "\n" + dropin,
     }

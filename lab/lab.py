@@ -566,10 +566,10 @@ def write_inventory(env: dict[str, str], key: Path) -> Path:
     (INVENTORY / "host_vars").mkdir(parents=True, exist_ok=True)
     hosts_ini = ["# written by lab/lab.py: the nspawn lab (make lab)", "[logagent]"]
     hosts_ini += [f"{n} ansible_host={ip}" for n, ip in HOSTS.items()]
-    hosts_ini += ["", "[logtransfer]", *TRANSFER_HOSTS, "",
+    hosts_ini += ["", "[logtransfer]", *TRANSFER_HOSTS, "", "[logconsole]", *TRANSFER_HOSTS, "",
                   "# the lab's etcd/Kafka/Elasticsearch are the project's stack on this machine",
                   "[etcd]", "", "[kafka]", "", "[elasticsearch]", "",
-                  "[lab:children]", "logagent", "logtransfer", ""]
+                  "[lab:children]", "logagent", "logtransfer", "logconsole", ""]
     (INVENTORY / "hosts.ini").write_text("\n".join(hosts_ini))
     lab_vars = {
         "ansible_user": "root",
@@ -669,7 +669,7 @@ def check_units(state: dict) -> list[str]:
     problems = []
     for name, ip in HOSTS.items():
         host = Host(name, ip)
-        units = ["logagent"] + (["logtransfer"] if name in TRANSFER_HOSTS else [])
+        units = ["logagent"] + (["logtransfer", "logconsole"] if name in TRANSFER_HOSTS else [])
         for unit in units:
             active = host.nsenter(state, ["systemctl", "is-active", unit], check=False).stdout.strip()
             status = host.nsenter(state, ["systemctl", "status", unit, "--no-pager", "--lines=0"],
@@ -783,8 +783,29 @@ def textblock(text: str) -> str:
     return "\n".join("      " + ln for ln in text.rstrip().splitlines())
 
 
+def check_console(state: dict) -> list[str]:
+    """The console answers on its host (127.0.0.1:8430) and lists every lab host from etcd."""
+    name = TRANSFER_HOSTS[0]
+    probe = ("import json, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:8430/api/hosts', timeout=10); "
+             "print(json.dumps([h['ip'] for h in json.load(r)['hosts'] if h['live']]))")
+    deadline = time.monotonic() + 30
+    while True:
+        res = Host(name, HOSTS[name]).nsenter(state, ["python3", "-c", probe], check=False)
+        if res.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if res.returncode != 0:
+        return [f"{name}: the console does not answer on 127.0.0.1:8430: {(res.stdout + res.stderr).strip()[-300:]}"]
+    live = set(json.loads(res.stdout))
+    log(f"{name}: logconsole answers on 127.0.0.1:8430; /api/hosts lists {len(live)} live agent(s): "
+        f"{', '.join(sorted(live))}")
+    missing = set(HOSTS.values()) - live
+    return [f"{name}: the console does not list the live agents {sorted(missing)}"] if missing else []
+
+
 def check_all(state: dict, env: dict[str, str]) -> list[str]:
     problems = check_units(state)
+    problems += check_console(state)
     problems += check_collect_lists(env)
     problems += check_restart(state)
     problems += check_lines_in_es(env, state)
@@ -844,7 +865,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         log("FAILED:\n" + "\n".join(f"  - {p}" for p in problems))
         return 1
     log("PASSED: logagent active on every host (and restarted after kill -9), collect lists in etcd under "
-        "each host's IP, lines in Elasticsearch with each host's IP, second run changed=0")
+        "each host's IP, lines in Elasticsearch with each host's IP, the console answering on lab-host3 with every "
+        "live agent, second run changed=0")
     log("the lab stays up: `make lab-status`, `.venv/bin/python lab/lab.py shell lab-host1`, `make lab-down`")
     return 0
 

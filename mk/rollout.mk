@@ -12,7 +12,7 @@ ANSIBLE_ENV := ANSIBLE_CONFIG=ansible/ansible.cfg PATH="$(CURDIR)/$(VENV)/bin:$$
 # wheelhouse without code changes does not make Ansible reinstall and restart the daemons.
 wheelhouse: $(VENV)/.installed ## build logferry and its runtime dependencies as wheels in wheelhouse/ (offline installs)
 	rm -rf $(WHEELHOUSE)
-	SOURCE_DATE_EPOCH=315532800 $(PY) -m pip wheel --quiet --disable-pip-version-check . -w $(WHEELHOUSE)/
+	SOURCE_DATE_EPOCH=315532800 $(PY) -m pip wheel --quiet --disable-pip-version-check '.[console]' -w $(WHEELHOUSE)/
 	@ls $(WHEELHOUSE) | sed 's/^/  /'
 
 units-check: $(VENV)/.installed ## systemd-analyze verify + security exposure of systemd/*.service

@@ -15,6 +15,7 @@ from logferry.config import (
     AgentConfig,
     ConfigError,
     load_agent_config,
+    load_console_config,
     load_ctl_config,
     load_transfer_config,
     parse_agent_config,
@@ -64,11 +65,18 @@ def test_shipped_transfer_example_loads() -> None:
     assert cfg.transfer.es_verify_certs is True
 
 
+def test_shipped_console_example_loads() -> None:
+    cfg = load_console_config(str(EXAMPLES / "console.ini"))
+    assert cfg.console.listen == "127.0.0.1:8430" and cfg.console.loopback and not cfg.console.users
+    assert cfg.es.hosts == ["http://127.0.0.1:9200"] and cfg.etcd.prefix == "/logferry"
+
+
 def test_examples_document_every_key() -> None:
     from logferry.config import _SECTION_KEYS
 
     for name, sections in (("logagent.ini", ("etcd", "kafka", "agent")),
-                           ("logtransfer.ini", ("etcd", "kafka", "transfer"))):
+                           ("logtransfer.ini", ("etcd", "kafka", "transfer")),
+                           ("console.ini", ("console", "elasticsearch"))):
         text = (EXAMPLES / name).read_text()
         for section in sections:
             for key in _SECTION_KEYS[section]:

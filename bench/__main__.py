@@ -4,7 +4,9 @@
    imfile→omkafka, kcat -P (the raw producer ceiling), on 1 file and on 100 files;
 2. transfer: Kafka → Elasticsearch: logtransfer, rsyslog imkafka→omelasticsearch, direct bulk;
 3. latency: append → searchable through both daemons at 1,000 and 10,000 lines/s;
-4. manyfiles: logagent with 1,000 files, idle and at 10,000 lines/s in total.
+4. manyfiles: logagent with 1,000 files, idle and at 10,000 lines/s in total;
+5. console: the console's search (24 h, histogram and counts) and a line's context on 1,000,000
+   documents next to Elasticsearch answering the same searches directly, and its live tail.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from . import common
 from .common import REPO, say
 
-PARTS = ("throughput", "transfer", "latency", "manyfiles")
+PARTS = ("throughput", "transfer", "latency", "manyfiles", "console")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,6 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--many-files", type=int, default=1000, help="files for the many-files run")
     ap.add_argument("--many-rate", type=int, default=10_000, help="total lines/s over the many files")
     ap.add_argument("--many-seconds", type=float, default=30.0, help="idle window and load window, each")
+    ap.add_argument("--console-docs", type=int, default=1_000_000, help="documents for the console's search runs")
+    ap.add_argument("--console-rounds", type=int, default=10, help="rounds of the console's search queries")
+    ap.add_argument("--tail-rate", type=int, default=100, help="lines/s for the console's live-tail run")
+    ap.add_argument("--tail-seconds", type=float, default=30.0, help="length of the console's live-tail run")
     ap.add_argument("--skip-peers", action="store_true", help="only logferry (no rsyslog, kcat, direct bulk)")
     ap.add_argument("--quick", action="store_true",
                     help="a fast smoke run: 100k lines, 100k records, 15 s latency runs, 10 s many-files windows; "
@@ -69,6 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.transfer_records = min(a.transfer_records, 100_000)
         a.latency_seconds = min(a.latency_seconds, 15.0)
         a.many_seconds = min(a.many_seconds, 10.0)
+        a.console_docs = min(a.console_docs, 100_000)
+        a.console_rounds = min(a.console_rounds, 3)
+        a.tail_seconds = min(a.tail_seconds, 10.0)
         a.no_report = True
     a.out = a.out or REPO / "bench" / "results" / ("quick.json" if a.quick else "latest.json")
     a.parts = [p.strip() for p in a.only.split(",") if p.strip()]
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
         "machine": common.machine(),
         "loadavg_start": common.loadavg(),
-        "throughput": [], "transfer": [], "latency": [], "manyfiles": None, "errors": [],
+        "throughput": [], "transfer": [], "latency": [], "manyfiles": None, "console": None, "errors": [],
     }
     if a.agent_src:
         common.AGENT_ENV["PYTHONPATH"] = str(a.agent_src.resolve())
@@ -156,6 +165,20 @@ def main(argv: list[str] | None = None) -> int:
                                                                load_s=a.many_seconds)
             except Exception as e:
                 _fail(results, "manyfiles", e)
+        if "console" in a.parts:
+            from . import console_bench
+
+            results["console"] = {}
+            try:
+                results["console"]["search"] = console_bench.run_search_context(stack, work, a.console_docs,
+                                                                               a.console_rounds)
+            except Exception as e:
+                _fail(results, "console search", e)
+            try:
+                results["console"]["tail"] = console_bench.run_tail(stack, work, a.tail_rate, a.tail_seconds)
+            except Exception as e:
+                _fail(results, "console tail", e)
+            _save(a.out, results)
     finally:
         results["loadavg_end"] = common.loadavg()
         results["duration_s"] = round(time.monotonic() - t_start, 1)

@@ -40,6 +40,16 @@ def goals(res: dict) -> list[dict]:
         if lat.get("rate") == 10_000 and not lat.get("tuned"):
             out.append({"goal": "p99 append→searchable ≤ 2 s at 10,000 lines/s", "value_s": lat.get("p99_s"),
                         "met": lat.get("p99_s") is not None and lat["p99_s"] <= 2.0})
+    con = res.get("console") or {}
+    cs, ct = con.get("search") or {}, con.get("tail") or {}
+    if cs:
+        out.append({"goal": f"console search p95 ≤ 300 ms (24 h, {cs['docs']:,} docs)", "value_ms": cs["search_p95_ms"],
+                    "met": cs["search_p95_ms"] <= 300})
+        out.append({"goal": "console context p95 ≤ 150 ms", "value_ms": cs["context_p95_ms"],
+                    "met": cs["context_p95_ms"] <= 150})
+    if ct:
+        out.append({"goal": "console live tail p99 append→shown ≤ 2 s", "value_s": ct["p99_s"],
+                    "met": ct["p99_s"] is not None and ct["p99_s"] <= 2.0})
     mf = res.get("manyfiles")
     if mf and mf.get("idle"):
         worst = max(mf["idle"]["rss_mb"], (mf.get("load") or {}).get("peak_rss_mb", 0))
@@ -135,13 +145,31 @@ def markdown(res: dict) -> str:
                          f"{ld['peak_rss_mb']} | {ld['cpu_us_per_line']} µs CPU/line; all delivered: "
                          f"{ld['all_delivered']}, caught up {ld['caught_up_after_writer_s']} s after the writer |")
         lines.append("")
+    con = res.get("console") or {}
+    cs, ct = con.get("search") or {}, con.get("tail") or {}
+    if cs or ct:
+        lines += ["### 5. The console", "", "| request | console p50 ms | console p95 ms | Elasticsearch directly "
+                  "p50 / p95 ms | console p95 ÷ direct p95 | notes |", "|---|---:|---:|---:|---:|---|"]
+        if cs:
+            lines.append(f"| search page, 24 h (100 lines, histogram, topic/host/file counts, total) | "
+                         f"{cs['search_p50_ms']} | {cs['search_p95_ms']} | "
+                         f"{cs['direct_p50_ms']} / {cs['direct_p95_ms']} | {cs['search_p95_vs_direct']}× | "
+                         f"{cs['docs']:,} documents, {len(cs['queries'])} queries × {cs['rounds']} rounds |")
+            lines.append(f"| a line's context (10 before, 10 after) | {cs['context_p50_ms']} | "
+                         f"{cs['context_p95_ms']} | — | — | {cs['contexts']} random lines |")
+        if ct:
+            lines.append(f"| live tail: append → shown (agent → Kafka → transfer → ES → console) | "
+                         f"{ct['p50_s'] * 1000:.0f} | p99 {ct['p99_s'] * 1000:.0f} | — | — | {ct['rate']} lines/s, "
+                         f"{ct['shown']}/{ct['lines']} shown |")
+        lines.append("")
     g = res.get("goals") or []
     if g:
         lines += ["### Goals", "", "| goal | measured | met |", "|---|---:|:---:|"]
         for x in g:
             val = x.get("ratio")
             shown = f"{val}×" if val is not None else (f"{x['value_s']} s" if "value_s" in x else
-                                                       (f"{x['value_mb']} MB" if "value_mb" in x else "—"))
+                                                       (f"{x['value_mb']} MB" if "value_mb" in x else
+                                                        (f"{x['value_ms']} ms" if "value_ms" in x else "—")))
             met = "—" if x["met"] is None else ("yes" if x["met"] else "**no**")
             lines.append(f"| {x['goal']} | {shown} | {met} |")
         lines.append("")

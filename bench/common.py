@@ -320,7 +320,7 @@ AGENT_ENV: dict[str, str] = {}
 
 @dataclass
 class AgentRun:
-    """A logagent subprocess (integration.agents.AgentProcess) with its prefix and data dir."""
+    """A logagent subprocess (the shared harness, integration/harness.py) with its prefix and data dir."""
 
     home: Path
     prefix: str
@@ -332,19 +332,15 @@ class AgentRun:
     env: dict[str, str] = field(default_factory=lambda: dict(AGENT_ENV))
 
     def start(self, stack: StackRef) -> AgentRun:
-        from integration.agents import AgentProcess, agent_ini
+        from integration.agents import agent_ini
+        from integration.harness import daemon
 
         ini = agent_ini(etcd=stack.etcd, kafka=stack.kafka, data_dir=self.home / "data", prefix=self.prefix,
                         host_ip=self.host_ip,
                         extra_agent={"scan_interval_s": "1", "status_interval_s": "5", "log_level": "WARNING"}
                         | self.extra_agent,
                         extra_kafka=self.extra_kafka)
-        proc = AgentProcess(self.home, ini)
-        with open(proc.log, "ab") as out:
-            proc.proc = subprocess.Popen([str(VENV_BIN / "logagent"), "--config", str(proc.ini)], stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=dict(os.environ, PYTHONUNBUFFERED="1") | self.env)
-        self.proc = proc
+        self.proc = daemon("logagent", self.home, ini, env=self.env).start()
         return self
 
     @property

@@ -20,8 +20,6 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -124,30 +122,24 @@ def load(es: str, n: int, pattern: str, now: datetime, threads: int = 3) -> floa
 
 
 class Console:
+    """A logconsole (the shared harness) for one prefix, on a free port."""
+
     def __init__(self, stack: StackRef, home: Path, prefix: str) -> None:
+        from integration.harness import daemon
+
         self.port = _free_port()
-        home.mkdir(parents=True, exist_ok=True)
-        ini = home / "console.ini"
-        ini.write_text(
-            f"[console]\nlisten = 127.0.0.1:{self.port}\nlog_level = WARNING\n\n[etcd]\n"
-            f"endpoints = {','.join(stack.etcd)}\nprefix = {prefix}\n\n[elasticsearch]\nhosts = {stack.es}\n"
-        )
-        self.log = home / "console.log"
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "logconsole"), "--config", str(ini)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        ini = (f"[console]\nlisten = 127.0.0.1:{self.port}\nlog_level = WARNING\n\n[etcd]\n"
+               f"endpoints = {','.join(stack.etcd)}\nprefix = {prefix}\n\n[elasticsearch]\nhosts = {stack.es}\n")
+        self.proc = daemon("logconsole", home, ini).start()
+        self.log = self.proc.log
         deadline = time.monotonic() + 30
         while True:
             try:
                 self.get("/healthz")
                 break
             except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"logconsole did not start: {self.log.read_text()[-2000:]}") from None
+                if time.monotonic() > deadline or not self.proc.alive():
+                    raise RuntimeError(f"logconsole did not start: {self.proc.log_tail(30)}") from None
                 time.sleep(0.2)
 
     def get(self, path: str) -> tuple[float, dict]:
@@ -163,11 +155,7 @@ class Console:
         return ms, json.loads(data)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.proc.stop(15)
 
 
 def _free_port() -> int:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from integration.harness import Daemon
 
 from .common import (
     RssSampler,
@@ -144,22 +145,16 @@ class TransferRun:
         self.stack, self.home, self.prefix = stack, home, prefix
         self.config = {"topics": topics, "index": index} | (overrides or {})
         self.env = env
-        self.proc: subprocess.Popen | None = None
+        self.proc: Daemon | None = None
         self.log = home / "logtransfer.log"
 
     def start(self) -> TransferRun:
-        import os
+        from integration.harness import daemon
 
-        self.home.mkdir(parents=True, exist_ok=True)
         put_key(self.stack.etcd, f"{self.prefix}/transfer/config", self.config)
-        ini = self.home / "logtransfer.ini"
         tag = uuid.uuid4().hex[:6]
-        ini.write_text(transfer_ini(self.stack, self.prefix, self.home / "data", f"bench-{tag}", f"bench-{tag}"))
-        exe = Path(sys.executable).parent / "logtransfer"
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([str(exe), "--config", str(ini)], stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL,
-                                         env=dict(os.environ, PYTHONUNBUFFERED="1") | (self.env or {}))
+        ini = transfer_ini(self.stack, self.prefix, self.home / "data", f"bench-{tag}", f"bench-{tag}")
+        self.proc = daemon("logtransfer", self.home, ini, env=self.env).start()
         return self
 
     @property
@@ -168,23 +163,14 @@ class TransferRun:
         return self.proc.pid
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.alive()
 
     def stop(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.terminate()
-            try:
-                self.proc.wait(90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            self.proc.stop(90)
 
     def log_tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return self.proc.log_tail(n) if self.proc is not None else ""
 
 
 def run_logtransfer(stack: StackRef, work: Path, topic: str, docs: int, *, timeout_s: float,

@@ -38,8 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from integration.harness import VENV_BIN, Daemon, proc_mem_kb
+
 from .netns import Host, NetnsHosts, OverrideHosts
-from .procs import VENV_BIN, Daemon, proc_mem_kb
 from .schedule import SCHEDULES, Step
 from .writer import LINE_BYTES, Generation, Ledger, LogFile, Writer
 

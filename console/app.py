@@ -48,6 +48,7 @@ __all__ = ["Console", "create_app"]
 log = logging.getLogger("logconsole")
 HERE = Path(__file__).parent
 COOKIE = "logferry_console"
+TAIL_POLL_S = 0.5
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -185,10 +186,11 @@ class Console:
                 for h in hits:
                     yield f"data: {json.dumps(views.line_of(h, follower.sel), ensure_ascii=False)}\n\n".encode()
                 quiet = 0.0 if hits else quiet + 1
-                if quiet >= 15:
-                    yield b": still here\n\n"  # keeps proxies from closing an idle stream
+                if quiet >= 30:
+                    yield b": still here\n\n"  # every 15 s of silence: keeps proxies from closing the stream
                     quiet = 0.0
-                await asyncio.sleep(1.0)
+                # Twice a second: Elasticsearch's own refresh (1 s) is the larger part of the delay.
+                await asyncio.sleep(TAIL_POLL_S)
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -7,15 +7,13 @@ etcd prefix and host IP (override), and is driven through signals (SIGTERM, kill
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-VENV_BIN = Path(sys.executable).parent
+from integration.harness import VENV_BIN, Daemon, daemon
+
+__all__ = ["VENV_BIN", "LineWriter", "agent_ini", "agent_process", "messages_by_id", "wait_for"]
 
 
 def agent_ini(*, etcd: list[str], kafka: str, data_dir: Path, prefix: str, host_ip: str | None,
@@ -34,61 +32,9 @@ def agent_ini(*, etcd: list[str], kafka: str, data_dir: Path, prefix: str, host_
     return "\n".join(parts)
 
 
-class AgentProcess:
-    """One logagent subprocess with its own INI and data dir under `home`."""
-
-    def __init__(self, home: Path, ini_text: str) -> None:
-        self.home = Path(home)
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.ini = self.home / "logagent.ini"
-        self.ini.write_text(ini_text)
-        self.log = self.home / "logagent.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> AgentProcess:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(VENV_BIN / "logagent"), "--config", str(self.ini)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM and wait: the clean shutdown path (flush, save registry, delete status)."""
-        if not self.alive():
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill9(self) -> None:
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def rss_mb(self) -> float:
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
-
-    def cpu_s(self) -> float:
-        """CPU seconds (user + system) the process has used so far."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+def agent_process(home: Path, ini_text: str) -> Daemon:
+    """A logagent subprocess with its INI and data dir under ``home`` (the shared harness)."""
+    return daemon("logagent", home, ini_text, name=f"agent-{Path(home).name}")
 
 
 def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from integration.agents import AgentProcess, LineWriter, agent_ini, wait_for
+from integration.agents import LineWriter, agent_ini, agent_process, wait_for
 from integration.conftest import StackHandle, read_topic, topic_size
+from integration.harness import Daemon
 from logferry.etcd import EtcdClient
 
 
@@ -30,13 +31,13 @@ def prefix(unique: str) -> str:
 @pytest.fixture
 def agents(stack: StackHandle, tmp_path: Path, prefix: str):
     """Factory of agent processes; all are stopped at the end (their logs printed on failure)."""
-    made: list[AgentProcess] = []
+    made: list[Daemon] = []
 
-    def make(name: str, host_ip: str, kafka_extra: dict[str, str] | None = None, **extra: str) -> AgentProcess:
+    def make(name: str, host_ip: str, kafka_extra: dict[str, str] | None = None, **extra: str) -> Daemon:
         home = tmp_path / f"agent-{name}"
         ini = agent_ini(etcd=stack.etcd_endpoints, kafka=stack.kafka_bootstrap, data_dir=home / "data",
                         prefix=prefix, host_ip=host_ip, extra_agent=extra, extra_kafka=kafka_extra)
-        a = AgentProcess(home, ini)
+        a = agent_process(home, ini)
         made.append(a)
         return a
 

@@ -57,9 +57,9 @@ from pathlib import Path
 
 import pytest
 
-from chaos.procs import VENV_BIN, Daemon
 from integration.agents import agent_ini, wait_for
 from integration.conftest import StackHandle, read_topic
+from integration.harness import VENV_BIN, Daemon
 from logferry.envelope import encode_record, event_id
 from logferry.etcd import EtcdClient
 

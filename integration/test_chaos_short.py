@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from chaos.harness import REPO, ChaosConfig, Endpoints, Run, summary
 from chaos.netns import OverrideHosts
-from integration.agents import AgentProcess, LineWriter, agent_ini, wait_for
+from integration.agents import LineWriter, agent_ini, agent_process, wait_for
 from integration.conftest import read_topic, topic_size
 from logferry.etcd import EtcdClient
 
@@ -77,7 +77,7 @@ def test_a_line_replayed_after_kill9_keeps_its_timestamp(stack, tmp_path: Path) 
         w.write(150_000, size=60)
         etcd.put(f"{prefix}/agents/{ip}/collect",
                  json.dumps([{"path": f"{d}/*.log", "topic": topic, "start_at": "beginning"}]).encode())
-        agent = AgentProcess(tmp_path / "agent", agent_ini(etcd=stack.etcd_endpoints, kafka=stack.kafka_bootstrap,
+        agent = agent_process(tmp_path / "agent", agent_ini(etcd=stack.etcd_endpoints, kafka=stack.kafka_bootstrap,
                                                            data_dir=tmp_path / "agent" / "data", prefix=prefix,
                                                            host_ip=ip)).start()
         wait_for(lambda: topic_size(stack, topic) >= 20_000, 90, "20,000 lines shipped", interval=0.02)

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from chaos.procs import VENV_BIN, Daemon
 from console.auth import hash_password
 from integration.agents import wait_for
 from integration.conftest import StackHandle
+from integration.harness import VENV_BIN, Daemon
 from integration.test_agent import (  # noqa: F401
     agents,
     prefix,

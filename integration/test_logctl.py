@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.agents import AgentProcess, LineWriter, agent_ini, wait_for
+from integration.agents import LineWriter, agent_ini, agent_process, wait_for
 from integration.conftest import StackHandle
 from logferry.envelope import encode_record
 from logferry.etcd import EtcdClient, LeaseKeeper
@@ -199,7 +199,7 @@ def test_status_shows_live_agent_and_transfer(logctl: Run, tmp_path: Path, etcd:
     f = write_json(tmp_path / "l.json", [{"path": f"{logs}/*.log", "topic": topic, "start_at": "beginning"}])
     assert logctl("collect", "set", ip, f, "--yes").returncode == 0
     home = tmp_path / "agent"
-    agent = AgentProcess(home, agent_ini(etcd=stack.etcd_endpoints, kafka=stack.kafka_bootstrap,
+    agent = agent_process(home, agent_ini(etcd=stack.etcd_endpoints, kafka=stack.kafka_bootstrap,
                                          data_dir=home / "data", prefix=prefix, host_ip=ip)).start()
     # a transfer's status key, kept alive under a lease as logtransfer does
     tdoc = {"id": "t-it", "host": "tr1", "version": "0.1.0", "pid": 4242,

@@ -11,7 +11,6 @@ is missing and nothing is there twice.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -26,8 +25,9 @@ import elasticsearch
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 
-from integration.agents import VENV_BIN, wait_for
+from integration.agents import wait_for
 from integration.conftest import StackHandle
+from integration.harness import Daemon, daemon
 from logferry.envelope import encode_record
 from logferry.etcd import EtcdClient
 from transfer.template import index_patterns, template_name
@@ -49,50 +49,9 @@ def transfer_ini(stack: StackHandle, *, prefix: str, group: str, tid: str, data_
     return "\n".join(lines)
 
 
-class TransferProcess:
-    """One logtransfer subprocess with its own INI and data dir under ``home``."""
-
-    def __init__(self, home: Path, ini_text: str) -> None:
-        self.home = home
-        home.mkdir(parents=True, exist_ok=True)
-        self.ini = home / "logtransfer.ini"
-        self.ini.write_text(ini_text)
-        self.log = home / "logtransfer.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> TransferProcess:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([str(VENV_BIN / "logtransfer"), "--config", str(self.ini)], stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 90) -> int:
-        """SIGTERM: settle the batch in flight, commit, exit 0."""
-        assert self.proc is not None
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill9(self) -> None:
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            os.kill(self.pid, sig)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+def transfer_process(home: Path, ini_text: str) -> Daemon:
+    """A logtransfer subprocess with its INI and data dir under ``home`` (the shared harness)."""
+    return daemon("logtransfer", home, ini_text, name=f"transfer-{home.name}")
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -120,13 +79,13 @@ def indices(es, unique: str, index_pattern: str) -> Iterator[str]:
 def transfers(stack: StackHandle, tmp_path: Path, prefix: str, unique: str, indices: str):
     """Factory of transfer processes in this test's group; all stopped at the end (logs printed),
     before the test's indices are deleted."""
-    made: list[TransferProcess] = []
+    made: list[Daemon] = []
 
-    def make(name: str = "a", kafka_extra: dict[str, str] | None = None, metrics_address: str = "") -> TransferProcess:
+    def make(name: str = "a", kafka_extra: dict[str, str] | None = None, metrics_address: str = "") -> Daemon:
         home = tmp_path / f"transfer-{name}"
         ini = transfer_ini(stack, prefix=prefix, group=f"it-transfer-{unique}", tid=f"{name}-{unique}",
                            data_dir=home / "data", kafka_extra=kafka_extra, metrics_address=metrics_address)
-        t = TransferProcess(home, ini)
+        t = transfer_process(home, ini)
         made.append(t)
         return t
 
@@ -315,7 +274,7 @@ def assert_exactly(es, wildcard: str, ids: list[str]) -> None:
 
 
 def wait_committed(stack, kafka_admin, group, topic, partitions, total: int, timeout: float,
-                   procs: list[TransferProcess]) -> None:
+                   procs: list[Daemon]) -> None:
     def done() -> bool:
         for p in procs:
             assert p.alive() or p.proc.returncode == -9, f"{p.home.name} exited: {p.log_text()[-3000:]}"

@@ -1,14 +1,18 @@
 """The file side of logagent: find files, read their new lines, remember what Kafka acknowledged.
 
-Three pieces, in Filebeat's vocabulary, all synchronous (the agent has one main loop):
+Three pieces, in Filebeat's vocabulary, all synchronous (the agent has one main loop), each in
+its own module:
 
-- :class:`FileScanner` lists the regular files an input's globs match now.
-- :class:`Harvester` reads one file (one identity, see :mod:`agent.fingerprint`) from an offset:
-  lines or joined multiline events, a bounded number of bytes per call so the caller can
-  apply backpressure, with truncation, deletion and rename detection.
-- :class:`TailManager` runs the inputs: scans, opens and closes harvesters under a cap on open
-  descriptors, reads round-robin, hands out :class:`Event` objects, and moves the registry
-  offset only when :meth:`TailManager.ack` says Kafka has them.
+- :class:`agent.scanner.FileScanner` lists the regular files an input's globs match now
+  (the prospector), and :class:`agent.scanner.DirIndex` finds a rotated file in its directory.
+- :class:`agent.harvester.Harvester` reads one file (one identity, see :mod:`agent.fingerprint`)
+  from an offset: lines or joined multiline events, a bounded number of bytes per call so the
+  caller can apply backpressure, with truncation, deletion and rename detection.
+- :class:`TailManager`, here, runs the inputs: which file is which across scans, rotations and
+  restarts, opens and closes harvesters under a cap on open descriptors, reads round-robin,
+  hands out :class:`Event` objects, and moves the registry offset only when
+  :meth:`TailManager.ack` says Kafka has them. It is one idea (the file tracker, the part the
+  model test in tests/test_tracker_model.py checks) and stays one module.
 
 Rotation cases, and what happens:
 
@@ -37,12 +41,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fnmatch
-import glob
 import logging
 import os
-import re
-import stat
 import time
 from array import array
 from bisect import bisect_left
@@ -64,510 +64,19 @@ from agent.fingerprint import (
     is_ino,
     may_have_grown_into,
 )
-from agent.lines import LineSplitter, decode_line
+from agent.harvester import DEFAULT_MAX_LINE_BYTES, FileChanged, Harvester, Record
+from agent.lines import decode_line
 from agent.multiline import MultilineJoiner
 from agent.registry import Registry
+from agent.scanner import DirIndex, FileScanner, ScanError
 
-__all__ = [
-    "Event",
-    "FileChanged",
-    "FileScanner",
-    "Harvester",
-    "ScanError",
-    "TailManager",
-]
+__all__ = ["Event", "TailManager"]
 
 log = logging.getLogger("logagent.tailer")
 
-DEFAULT_MAX_LINE_BYTES = 1024 * 1024
-READ_CHUNK = 256 * 1024
 MIN_QUANTUM = 64 * 1024
 
 _tuple_new = tuple.__new__  # builds the Event named tuple without its Python-level __new__
-
-# A record coming out of a harvester: agent.lines.Line or agent.multiline.Joined; both have
-# .offset .raw .truncated .next_offset .lines
-Record = Any
-
-
-# --- scanning -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ScanError:
-    """A file the globs match but that cannot be read, reported instead of raised."""
-
-    path: str
-    errno: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message} (errno {self.errno})"
-
-
-class FileScanner:
-    """The regular, readable files matching ``globs`` minus those an exclude regex finds.
-
-    Directories, sockets, FIFOs and devices are skipped silently (a glob like ``/var/log/*``
-    matches them); files that exist but cannot be stat'ed or read come back as
-    :class:`ScanError` so the agent can report them in its status instead of crashing.
-    """
-
-    def __init__(
-        self, globs: str | Iterable[str], exclude_regexes: Iterable[str | re.Pattern[str]] = ()
-    ) -> None:
-        self.globs = (globs,) if isinstance(globs, str) else tuple(globs)
-        self.excludes = tuple(r if isinstance(r, re.Pattern) else re.compile(r) for r in exclude_regexes)
-
-    def scan(self) -> tuple[dict[str, os.stat_result], list[ScanError]]:
-        """``({path: stat}, errors)`` for the files matching now."""
-        found: dict[str, os.stat_result] = {}
-        errors: list[ScanError] = []
-        for pattern in self.globs:
-            for path in sorted(glob.glob(pattern, recursive=True)):
-                if path in found or any(r.search(path) for r in self.excludes):
-                    continue
-                try:
-                    st = os.stat(path)
-                except FileNotFoundError:
-                    continue  # vanished between listing and stat, or a dangling symlink
-                except OSError as e:
-                    errors.append(ScanError(path, e.errno or 0, e.strerror or str(e)))
-                    continue
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                # effective ids: access(2) drops a non-root process's capabilities, so a unit
-                # granted CAP_DAC_READ_SEARCH would be told "denied" for a file it can open
-                if not os.access(path, os.R_OK, effective_ids=True):
-                    errors.append(ScanError(path, errno.EACCES, os.strerror(errno.EACCES)))
-                    continue
-                found[path] = st
-        return found, errors
-
-    def matches(self, path: str) -> bool:
-        """Could ``path`` be found by :meth:`scan`? (By name only: ``*`` may also cross a ``/`` here.)"""
-        return any(fnmatch.fnmatchcase(path, g) for g in self.globs) and not any(
-            r.search(path) for r in self.excludes)
-
-    def watch_dirs(self) -> set[str]:
-        """Existing directories whose changes can change what :meth:`scan` finds (for inotify).
-
-        The glob's parent directories; every directory below a ``**``; and for a parent that
-        does not exist yet, its nearest existing ancestor, so that creating it wakes the loop.
-        """
-        dirs: set[str] = set()
-        for pattern in self.globs:
-            parent = os.path.dirname(pattern) or "."
-            recursive = "**" in parent
-            if recursive:
-                parent = parent[: parent.index("**")].rstrip("/") or "/"
-            if glob.has_magic(parent):
-                bases = [d for d in glob.glob(parent) if os.path.isdir(d)]
-                if not bases:
-                    dirs.add(_existing_ancestor(_static_prefix(parent)))
-            elif os.path.isdir(parent):
-                bases = [parent]
-            else:
-                bases = []
-                dirs.add(_existing_ancestor(parent))
-            for base in bases:
-                dirs.add(base)
-                if recursive:
-                    below = glob.glob(os.path.join(glob.escape(base), "**", ""), recursive=True)
-                    dirs.update(d.rstrip("/") or "/" for d in below)
-        return dirs
-
-
-def _static_prefix(pattern: str) -> str:
-    """The directories of ``pattern`` before its first wildcard."""
-    parts = []
-    for part in pattern.split("/"):
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return "/".join(parts) or "/"
-
-
-def _existing_ancestor(path: str) -> str:
-    path = os.path.abspath(path)
-    while not os.path.isdir(path) and path != "/":
-        path = os.path.dirname(path)
-    return path
-
-
-class _DirIndex:
-    """Finds a file by identity among a directory's entries; each directory listed once per scan.
-
-    ``readdir`` gives inode numbers without a ``stat`` per entry, so looking for a rotated file
-    in a directory of thousands costs one listing, then a ``stat`` (and ``statx`` for the birth
-    time) of the one candidate.
-    """
-
-    def __init__(self) -> None:
-        self._dirs: dict[str, dict[int, list[str]]] = {}
-
-    def find(self, directory: str, identity: str) -> tuple[str, os.stat_result] | None:
-        """``(path, stat)`` of the regular file in ``directory`` with this identity's device, inode and birth."""
-        inode, born = inode_of(identity)
-        if inode is None:
-            return None
-        by_ino = self._dirs.get(directory)
-        if by_ino is None:
-            by_ino = {}
-            try:
-                with os.scandir(directory or ".") as it:
-                    for d in it:
-                        by_ino.setdefault(d.inode(), []).append(d.path)
-            except OSError:
-                pass
-            self._dirs[directory] = by_ino
-        for path in by_ino.get(inode[1], ()):
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) != inode or not stat.S_ISREG(st.st_mode):
-                continue
-            if born is not None and birth_ns(path) not in (None, born):
-                continue  # the inode number of a file gone, given to another one
-            return path, st
-        return None
-
-
-# --- one file -----------------------------------------------------------------------------------
-
-
-class FileChanged(Exception):
-    """The path no longer leads to the file this harvester was reading (rotated or recycled inode)."""
-
-
-class Harvester:
-    """Reads one file identity from ``offset``, in bounded steps, surviving close and reopen.
-
-    ``offset`` is always the end of what has been handed out: closing (to save descriptors,
-    or because ``max_line_bytes``/multiline settings changed) drops the buffered partial line
-    or pending multiline event and a reopen reads them again from there, so nothing is handed
-    out twice or lost. :meth:`open` refuses (:class:`FileChanged`) a path that now holds
-    another file.
-
-    Notices for the owner, valid after each :meth:`read_lines`: ``truncated_now`` (the file
-    was truncated: the records returned by that call are the old content's last ones, and the
-    next call reads the new content from 0), a changed ``identity`` (grown from ``ino:`` to
-    ``fp:``), ``finished`` (a draining file reached EOF and was closed).
-    """
-
-    def __init__(
-        self,
-        path: str,
-        identity: str | None = None,
-        offset: int = 0,
-        *,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        multiline: Callable[[], MultilineJoiner] | None = None,
-        partial_flush_s: float = 5.0,
-        fingerprint_bytes: int = FINGERPRINT_BYTES,
-        head_len: int = 0,
-        head: str = "",
-        after_flush: bool = False,
-    ) -> None:
-        self.path = path
-        self.identity = identity
-        self.offset = offset
-        self.max_line_bytes = max_line_bytes
-        self.multiline = multiline
-        self.partial_flush_s = partial_flush_s
-        self.fingerprint_bytes = fingerprint_bytes
-        self.head_len = head_len
-        self.head = head
-        self.fd: int | None = None
-        self.dev: int | None = None
-        self.ino: int | None = None
-        self.size = 0
-        self.mtime_ns = 0
-        self.at_eof = False
-        self.draining = False
-        self.finished = False
-        self.deleted = False
-        self.truncations = 0
-        self.truncated_now = False
-        self.last_read_bytes = 0
-        self.last_data_at = time.monotonic()
-        self._pos = offset  # bytes fed to the splitter
-        self._seen_upto = offset  # furthest byte ever read: re-reads after a reopen are not "new data"
-        self._resume_after_flush = after_flush
-        self._held_at_close = False
-        self._splitter: LineSplitter | None = None
-        self._joiner: MultilineJoiner | None = None
-
-    # --- state ---
-
-    @property
-    def is_open(self) -> bool:
-        return self.fd is not None
-
-    @property
-    def holds_unflushed(self) -> bool:
-        """A partial line or a pending multiline event waits (or waited, when closed) for its end."""
-        if self._splitter is None:
-            return self._held_at_close
-        return self._splitter.has_partial or (self._joiner is not None and self._joiner.pending)
-
-    def flush_deadline(self) -> float | None:
-        """Monotonic time when :meth:`flush` will hand out a held partial line or event."""
-        if not self.holds_unflushed:
-            return None
-        if self._splitter is not None and self._splitter.has_partial:
-            return self.last_data_at + self.partial_flush_s  # the partial line goes first
-        timeout = self.partial_flush_s
-        joiner = self._joiner
-        if joiner is None and self.multiline is not None:
-            joiner = self.multiline()  # closed: the earliest it may be due
-        if joiner is not None:
-            timeout = min(timeout, joiner.flush_timeout_s)
-        return self.last_data_at + timeout
-
-    def idle_s(self, now: float | None = None) -> float:
-        """Seconds since new bytes last arrived."""
-        return (time.monotonic() if now is None else now) - self.last_data_at
-
-    # --- opening and closing ---
-
-    def open(self) -> None:
-        """Open the path and position at :attr:`offset`; raises OSError or :class:`FileChanged`."""
-        if self.fd is not None:
-            return
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise FileChanged(f"{self.path} is no longer a regular file")
-            current = identity_of_stat(fd, st, self.fingerprint_bytes)
-            self._verify(fd, st, current)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
-        self.dev, self.ino = st.st_dev, st.st_ino
-        self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
-        self.identity = current
-        self._pos = self.offset
-        self._splitter = LineSplitter(self.max_line_bytes, self.offset, self._resume_after_flush)
-        self._joiner = self.multiline() if self.multiline is not None else None
-        self.at_eof = False
-        if is_ino(current):
-            self._update_head(st.st_size)
-
-    def _verify(self, fd: int, st: os.stat_result, current: str) -> None:
-        expected = self.identity
-        if expected is None or (expected == current and is_fp(current)):
-            return
-        grown = is_ino(expected) and may_have_grown_into(expected, st, self.fingerprint_bytes, birth_ns(fd))
-        if expected == current or grown:
-            # Same inode number (or grown into a fingerprint): not a recycled inode holding another file?
-            if self.head_len and digest(os.pread(fd, self.head_len, 0)) != self.head:
-                raise FileChanged(f"{self.path}: inode {st.st_ino} now holds a different file")
-            return
-        raise FileChanged(f"{self.path}: is now {current}, was {expected}")
-
-    def close(self) -> None:
-        """Release the descriptor; held (unflushed) bytes will be read again from :attr:`offset`."""
-        self._held_at_close = self.holds_unflushed
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            finally:
-                self.fd = None
-        self._splitter = None
-        self._joiner = None
-        self._pos = self.offset
-        self.at_eof = False
-
-    def start_draining(self) -> None:
-        """Read what is left, then close for good (the file was rotated away or deleted)."""
-        self.draining = True
-
-    def check_path(self) -> str:
-        """Does the path still lead to this file? ``"same"``, ``"replaced"`` or ``"gone"``.
-
-        Anything but ``"same"`` starts draining an open harvester: the old descriptor is read
-        to EOF and closed, the file now at the path is another harvester's business.
-        """
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            state = "gone"
-        else:
-            state = "same" if (st.st_dev, st.st_ino) == (self.dev, self.ino) else "replaced"
-        if state != "same" and self.fd is not None:
-            self.draining = True
-        return state
-
-    # --- reading ---
-
-    def read_lines(self, max_bytes: int, now: float | None = None) -> list[Record]:
-        """Read at most ``max_bytes`` new bytes; returns the records they completed.
-
-        Never blocks on the file: reads what is there. Opens the file if closed.
-        """
-        now = time.monotonic() if now is None else now
-        self.truncated_now = False
-        self.last_read_bytes = 0
-        if self.finished:
-            return []
-        if self.fd is None:
-            self.open()
-        fd = self.fd
-        assert fd is not None and self._splitter is not None
-        st = os.fstat(fd)
-        size = st.st_size
-        # (rewritten to the very size we had read, between two reads: only the mtime says so)
-        touched = size > self._pos or (size == self._pos and st.st_mtime_ns != self.mtime_ns)
-        self.size, self.mtime_ns = size, st.st_mtime_ns
-        if st.st_nlink == 0 and not self.deleted:
-            self.deleted = True
-            self.draining = True
-        if size < self._pos or (touched and self._content_replaced(fd, st)):
-            return self._restart_truncated(now)
-        if is_ino(self.identity or "") and size >= self.fingerprint_bytes:
-            self.identity = identity_of_stat(fd, st, self.fingerprint_bytes)
-        out: list[Record] = []
-        got = 0
-        eof = False
-        while got < max_bytes:
-            want = min(READ_CHUNK, max_bytes - got)
-            data = os.pread(fd, want, self._pos)
-            if not data:
-                eof = True
-                break
-            self._pos += len(data)
-            got += len(data)
-            lines = self._splitter.feed(data)
-            if lines:
-                self._hand_out(self._join(lines, now) if self._joiner is not None else lines, out)
-            if len(data) < want:
-                eof = True
-                break
-        self.at_eof = eof or self._pos >= size
-        self.last_read_bytes = got
-        if self._pos > self._seen_upto:
-            self._seen_upto = self._pos
-            self.last_data_at = now
-        if got and is_ino(self.identity or "") and self.head_len < min(self._pos, self.fingerprint_bytes):
-            self._update_head(max(size, self._pos))
-        if self.draining and self.at_eof:
-            out.extend(self._flush_everything())
-            self.close()
-            self.finished = True
-        return out
-
-    def flush(self, now: float | None = None, force: bool = False) -> list[Record]:
-        """Hand out a held partial line / pending multiline event once its timeout passed (or now)."""
-        if self._splitter is None:
-            return []
-        now = time.monotonic() if now is None else now
-        idle = now - self.last_data_at
-        # A timeout hands out only what waits at the *end* of the file. A partial line cut by a
-        # read quantum, or followed by bytes written since, has its rest in the file, not read
-        # yet (the agent is behind on this file, e.g. round-robin over many busy files): the
-        # next read completes it. Flushing it would ship one line as two records.
-        partial_due = self._splitter.has_partial and (force or idle >= self.partial_flush_s)
-        event_due = self._joiner is not None and self._joiner.pending and (
-            force or idle >= self._joiner.flush_timeout_s)
-        if not (partial_due or event_due):
-            return []  # the common case, checked first: this runs for every open file at every poll
-        if not force and (not self.at_eof or self._unread_bytes()):
-            return []
-        out: list[Record] = []
-        if partial_due:
-            out.extend(self._flush_everything())
-        else:
-            assert self._joiner is not None
-            self._hand_out(self._joiner.flush_all(), out)
-        return out
-
-    def _unread_bytes(self) -> bool:
-        """True if the open file holds bytes past what was read (checked with fstat, not cached)."""
-        if self.fd is None:
-            return False
-        try:
-            return os.fstat(self.fd).st_size > self._pos
-        except OSError:
-            return False
-
-    def _flush_everything(self, keep_partial: bool = True) -> list[Record]:
-        out: list[Record] = []
-        assert self._splitter is not None
-        partial = self._splitter.flush_partial()
-        if not keep_partial:
-            partial = None
-        if self._joiner is not None:
-            recs = self._joiner.feed(partial) if partial is not None else []
-            recs += self._joiner.flush_all()
-            self._hand_out(recs, out)
-        elif partial is not None:
-            self._hand_out([partial], out)
-        if partial is not None:
-            self._resume_after_flush = True
-        return out
-
-    def _join(self, lines: list[Any], now: float) -> list[Record]:
-        joiner = self._joiner
-        assert joiner is not None
-        out: list[Record] = []
-        for line in lines:
-            out += joiner.feed(line, now)
-        return out
-
-    def _hand_out(self, records: list[Record], out: list[Record]) -> None:
-        if records:
-            self.offset = records[-1].next_offset
-            self._resume_after_flush = False
-            out.extend(records)
-
-    def _content_replaced(self, fd: int, st: os.stat_result) -> bool:
-        # Truncated and regrown past our offset between two reads: only the head tells.
-        ident = self.identity or ""
-        if is_fp(ident):  # (same descriptor, same inode: only the head can differ)
-            head = os.pread(fd, self.fingerprint_bytes, 0)
-            return len(head) < self.fingerprint_bytes or digest(head) != fp_hash(ident)
-        if self.head_len:
-            return digest(os.pread(fd, self.head_len, 0)) != self.head
-        return False
-
-    def _restart_truncated(self, now: float) -> list[Record]:
-        # The old content's last bytes are handed out, not dropped, when they were its end (an
-        # unterminated last line). A partial line cut by a read quantum is not: its rest is gone
-        # with the truncation, and handed out it would carry the id of the whole line, which an
-        # earlier run may have sent (a crash, then a re-read in smaller pieces): Elasticsearch
-        # would replace that line by its start. It is in the window copytruncate can lose.
-        assert self._splitter is not None
-        cut = "" if self.at_eof or not self._splitter.has_partial else \
-            "; the line it was reading in part is lost with the old content"
-        out = self._flush_everything(keep_partial=self.at_eof)
-        log.info("%s: truncated (size %d < offset %d or head changed): reading again from 0%s",
-                 self.path, self.size, self._pos, cut)
-        fd = self.fd
-        assert fd is not None
-        st = os.fstat(fd)
-        self.truncations += 1
-        self.truncated_now = True
-        self.offset = self._pos = self._seen_upto = 0
-        self._resume_after_flush = False
-        self._splitter = LineSplitter(self.max_line_bytes, 0)
-        self._joiner = self.multiline() if self.multiline is not None else None
-        self.identity = identity_of_stat(fd, st, self.fingerprint_bytes)
-        self.head_len, self.head = 0, ""
-        if is_ino(self.identity):
-            self._update_head(st.st_size)
-        self.at_eof = False
-        self.last_data_at = now
-        return out
-
-    def _update_head(self, size: int) -> None:
-        assert self.fd is not None
-        data = os.pread(self.fd, min(size, self.fingerprint_bytes), 0)
-        self.head_len, self.head = len(data), digest(data)
-
 
 # --- many files ---------------------------------------------------------------------------------
 
@@ -1050,7 +559,7 @@ class TailManager:
         # Files no longer found: finish the open ones (rotated away / deleted); a closed one is
         # looked for where rotation put it and finished there; forget the others.
         draining_at: dict[str, _File] = {}
-        dirs = _DirIndex()
+        dirs = DirIndex()
         for ident, f in list(self._files.items()):
             if ident in seen:
                 continue
@@ -1137,7 +646,7 @@ class TailManager:
             self.registry.rename(entry.identity, best[0])
             self._must_save = True
 
-    def _find_moved(self, dirs: _DirIndex, old_path: str, ident: str) -> tuple[str, os.stat_result, str] | None:
+    def _find_moved(self, dirs: DirIndex, old_path: str, ident: str) -> tuple[str, os.stat_result, str] | None:
         """``(path, stat, identity now)`` of the file ``ident`` if rotation left it beside ``old_path``."""
         found = dirs.find(os.path.dirname(old_path), ident)
         if found is None:
@@ -1155,7 +664,7 @@ class TailManager:
                 f is None or self._head_ok(f, path, st))
         return not is_ino(ident) or f is None or self._head_ok(f, path, st)
 
-    def _follow_moved(self, f: _File, ident: str, dirs: _DirIndex, now: float) -> bool:
+    def _follow_moved(self, f: _File, ident: str, dirs: DirIndex, now: float) -> bool:
         """A closed file left its path: if rotation put it beside it with bytes unread, read it there.
 
         True if ``f`` is kept (draining at its new name). A file read to its end (the usual
@@ -1198,7 +707,7 @@ class TailManager:
         return True
 
     def _resume_moved(self, seen: Mapping[str, tuple[str, os.stat_result, _Input]], first_scans: list[_Input],
-                      dirs: _DirIndex, draining_at: dict[str, _File], now: float) -> None:
+                      dirs: DirIndex, draining_at: dict[str, _File], now: float) -> None:
         """An input's first scan (a start, or the input added): finish its files rotated meanwhile.
 
         A registry entry whose saved path this input collects, whose file is no longer at a

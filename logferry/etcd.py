@@ -18,6 +18,11 @@ What this module guarantees, because the daemons rely on it:
   when it is over into the sink, so a daemon logs a line per fault, not a traceback per retry.
 * Status keys bound to a lease (:class:`LeaseKeeper`) re-register by themselves when the lease
   was lost during a long outage, and vanish at once on a clean stop.
+
+One module, though long: the client, its watches and its lease keepers are one idea — one
+event-loop thread, one channel, one set of retry and backoff rules — and each part reaches into
+the others' internals (the loop, ``_call``, ``_range``); split, they would need a shared private
+module anyway.
 """
 
 from __future__ import annotations

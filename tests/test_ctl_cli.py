@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from logferry import ctl
-from logferry.ctl_util import EXIT_CONFLICT, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
+from logctl import cli as ctl
+from logctl.util import EXIT_CONFLICT, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
 from logferry.documents import COLLECT_TEMPLATE
 
 IP = "10.0.0.5"
@@ -66,7 +66,7 @@ def etcd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeEtcd:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LOGFERRY_ETCD", "127.0.0.1:2379")
     monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setattr("logferry.ctl_settings.DEFAULT_CTL_CONFIG", "/nonexistent/logctl.ini")
+    monkeypatch.setattr("logctl.settings.DEFAULT_CTL_CONFIG", "/nonexistent/logctl.ini")
     return fake
 
 
@@ -100,7 +100,7 @@ def test_help_explains_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_no_etcd_configured(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("LOGFERRY_ETCD", raising=False)
-    monkeypatch.setattr("logferry.ctl_settings.DEFAULT_CTL_CONFIG", "/nonexistent/logctl.ini")
+    monkeypatch.setattr("logctl.settings.DEFAULT_CTL_CONFIG", "/nonexistent/logctl.ini")
     assert run("hosts") == EXIT_USAGE
     assert "no etcd endpoints" in capsys.readouterr().err
 
@@ -108,7 +108,7 @@ def test_no_etcd_configured(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 def test_validate_file_needs_no_etcd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("LOGFERRY_ETCD", raising=False)
-    monkeypatch.setattr("logferry.ctl_settings.DEFAULT_CTL_CONFIG", "/nonexistent/logctl.ini")
+    monkeypatch.setattr("logctl.settings.DEFAULT_CTL_CONFIG", "/nonexistent/logctl.ini")
     assert run("collect", "validate", "--file", jfile(tmp_path, GOOD)) == EXIT_OK
     assert "valid collect list: 1 input(s)" in capsys.readouterr().out
     bad = jfile(tmp_path, [{"path": "/a", "topic": "t", "multiline": {"pattern": "("}}])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
-from logferry.ctl_doctor import (
+from logctl.doctor import (
     FAIL,
     OK,
     WARN,
@@ -15,7 +15,7 @@ from logferry.ctl_doctor import (
     needed_topics,
     render_findings,
 )
-from logferry.ctl_status import HostView
+from logctl.status import HostView
 from logferry.etcd import ClusterStatus, MemberStatus
 from logferry.schema import parse_collect_list
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from logferry.ctl_search import (
+from logctl.search import (
     IndexSelection,
     SearchRequest,
     build_query,
@@ -16,7 +16,7 @@ from logferry.ctl_search import (
     run_search,
     select_indices,
 )
-from logferry.ctl_util import CtlError
+from logctl.util import CtlError
 
 
 def test_select_indices_default_pattern() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from logferry.ctl_settings import resolve_settings
-from logferry.ctl_util import EXIT_USAGE, CtlError
+from logctl.settings import resolve_settings
+from logctl.util import EXIT_USAGE, CtlError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "logferry" / "examples"
 NO_DEFAULT = "/nonexistent/logctl.ini"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from logferry.ctl_status import (
+from logctl.status import (
     HostView,
     agent_lines,
     config_state,

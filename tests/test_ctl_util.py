@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from logferry.ctl_util import (
+from logctl.util import (
     EXIT_USAGE,
     CtlError,
     confirm,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from logferry.ctl_doctor import FAIL, OK, check_es_templates
+from logctl.doctor import FAIL, OK, check_es_templates
 from logferry.estemplates import PRIORITY, index_patterns, matching_templates, same_priority_overlaps, template_name
 from logferry.schema import DEFAULT_INDEX
 from transfer.template import TemplateGuard, mapping_problem, template_body

@@ -2,7 +2,7 @@
 
 tests/test_lines.py fuzzes :class:`LineSplitter` alone (any chunking, flushes) and
 tests/test_multiline.py fuzzes :class:`MultilineJoiner` alone. Here both run inside
-:class:`agent.tailer.Harvester` on a real file that grows in random steps, read with random
+:class:`agent.harvester.Harvester` on a real file that grows in random steps, read with random
 byte budgets, closed and reopened at random points (the offset it resumes from is the end of
 what it handed out), with tiny ``max_line_bytes`` and fingerprint sizes so that truncation and
 the ``ino:`` → ``fp:`` identity change happen all the time. Properties:
@@ -25,9 +25,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.harvester import Harvester
 from agent.lines import Line
 from agent.multiline import MultilineJoiner
-from agent.tailer import Harvester
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from agent.fingerprint import birth_ns, is_fp, is_ino
+from agent.harvester import FileChanged, Harvester
 from agent.registry import Registry
-from agent.tailer import Event, FileChanged, FileScanner, Harvester, TailManager
+from agent.scanner import FileScanner
+from agent.tailer import Event, TailManager
 
 
 def registry_at(tmp_path: Path) -> Registry:

@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from logferry.ctl_util import fmt_age, fmt_bytes, fmt_count, render_table
+from logctl.util import fmt_age, fmt_bytes, fmt_count, render_table
 from logferry.fleet import (
     HostView,
     age_s,
@@ -171,7 +171,10 @@ def _rate_bytes(r: dict[str, float], key: str) -> str:
 
 _TRANSFER_SHOWN = {"id", "host", "hostname", "version", "pid", "started_at", "updated_at", "group_id", "config",
                    "etcd", "elasticsearch", "assigned_partitions", "partitions", "assigned", "assignment", "lag",
-                   "consumer_lag", "in_flight", "paused", "counters", "last_error"}
+                   "consumer_lag", "in_flight", "paused", "counters", "last_error", "retention_gaps"}
+
+
+_NO_RATE = {"records_lost_to_retention"}
 
 
 def _partitions(value: Any) -> str:
@@ -285,13 +288,23 @@ def transfer_lines(tid: str, doc: dict[str, Any], now: datetime, *, before: dict
         if before is not None and isinstance(before.get("counters"), dict):
             flat_before = before | {"counters": _flat_counters(before["counters"])}
         r, over = rates(flat_before, doc | {"counters": flat}, now)
-        shown = ", ".join(f"{k.replace('_', ' ')} {fmt_count(v)}{_rate(r, k)}" for k, v in flat.items())
+        # a loss is an event, not a flow: its count without a rate
+        shown = ", ".join(f"{k.replace('_', ' ')} {fmt_count(v)}{'' if k in _NO_RATE else _rate(r, k)}"
+                          for k, v in flat.items())
         out.append(f"  counters   {shown}; rates {over}")
     for k, v in doc.items():
         if k not in _TRANSFER_SHOWN:
             text = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
             out.append(f"  {k:<10} {text[:300]}")
     out.append(f"  error      {doc.get('last_error') or '-'}")
+    gaps = doc.get("retention_gaps") if isinstance(doc.get("retention_gaps"), list) else []
+    for gap in gaps[-5:]:
+        if isinstance(gap, dict):
+            count = gap.get("count")
+            out.append(f"  LOST       {gap.get('topic')}[{gap.get('partition')}] offsets {gap.get('first')}.."
+                       f"{gap.get('last')}: {fmt_count(count) if isinstance(count, int | float) else '?'} "
+                       "record(s) deleted by Kafka retention "
+                       f"before this group read them (found {gap.get('found', '?')}, {gap.get('at', '?')})")
     parts = doc.get("partitions")
     if isinstance(parts, list) and parts and all(isinstance(p, dict) for p in parts):
         rows = [[p.get("topic"), p.get("partition"), fmt_count(p.get("committed")), fmt_count(p.get("lag"))]

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from logctl.util import EXIT_USAGE, CtlError
 from logferry import config as _config
 from logferry.config import (
     CTL_OVERRIDE_SOURCE,
@@ -29,7 +30,6 @@ from logferry.config import (
     load_ctl_config,
     split_host_port,
 )
-from logferry.ctl_util import EXIT_USAGE, CtlError
 
 __all__ = ["DEFAULT_CTL_CONFIG", "EsSettings", "Settings", "resolve_settings"]
 

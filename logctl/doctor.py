@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from logferry.ctl_util import fmt_bytes
+from logctl.util import fmt_bytes
 from logferry.estemplates import PRIORITY, index_patterns, matching_templates, same_priority_overlaps, template_name
 from logferry.fleet import HostView, config_state
 from logferry.schema import DEFAULT_INDEX, SchemaError, TransferConfig, index_name, parse_transfer_config

@@ -29,8 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from logferry import __version__
-from logferry.ctl_settings import (
+from logctl.settings import (
     DEFAULT_CTL_CONFIG,
     ENV_ES,
     ENV_ETCD,
@@ -39,7 +38,7 @@ from logferry.ctl_settings import (
     Settings,
     resolve_settings,
 )
-from logferry.ctl_util import (
+from logctl.util import (
     DURATION_HELP,
     EXIT_CONFLICT,
     EXIT_OK,
@@ -55,6 +54,7 @@ from logferry.ctl_util import (
     unified_diff,
     use_color,
 )
+from logferry import __version__
 from logferry.documents import Doc, collect_doc, compare_and_delete, transfer_doc
 from logferry.etcd import EtcdClient, EtcdError, EtcdUnavailable
 from logferry.keys import Keys, canonical_ip
@@ -113,7 +113,7 @@ class Ctx:
 
     def es(self) -> Any:
         if self._es is None:
-            from logferry.ctl_search import es_client
+            from logctl.search import es_client
 
             self._es = es_client(self.settings.need_es(), self.settings.es_timeout_s)
         return self._es
@@ -457,7 +457,7 @@ def cmd_doc_delete(ctx: Ctx) -> int:
 
 
 def cmd_hosts(ctx: Ctx) -> int:
-    from logferry.ctl_status import hosts_table
+    from logctl.status import hosts_table
     from logferry.fleet import gather_hosts, hosts_json
 
     hosts = gather_hosts(ctx.etcd(), ctx.keys)
@@ -471,7 +471,7 @@ def cmd_hosts(ctx: Ctx) -> int:
 
 
 def cmd_status(ctx: Ctx) -> int:
-    from logferry.ctl_status import agent_lines, transfer_lines
+    from logctl.status import agent_lines, transfer_lines
     from logferry.fleet import gather_hosts, gather_transfers, hosts_json
 
     client, keys = ctx.etcd(), ctx.keys
@@ -548,7 +548,7 @@ def _index_pattern(ctx: Ctx) -> str | None:
 
 
 def cmd_search(ctx: Ctx) -> int:
-    from logferry.ctl_search import IndexSelection, SearchRequest, es_errors, run_search, select_indices
+    from logctl.search import IndexSelection, SearchRequest, es_errors, run_search, select_indices
 
     a = ctx.args
     if a.follow and a.until is not None:
@@ -589,7 +589,7 @@ def cmd_search(ctx: Ctx) -> int:
 
 
 def cmd_doctor(ctx: Ctx) -> int:
-    from logferry.ctl_doctor import (
+    from logctl.doctor import (
         FAIL,
         WARN,
         Finding,
@@ -600,7 +600,7 @@ def cmd_doctor(ctx: Ctx) -> int:
         needed_topics,
         render_findings,
     )
-    from logferry.ctl_search import es_errors
+    from logctl.search import es_errors
     from logferry.fleet import gather_hosts, gather_transfers
 
     findings: list[Finding] = []

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
-from logferry.ctl_util import EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE, CtlError
+from logctl.util import EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE, CtlError
 from logferry.search import (
     Follower,
     IndexSelection,

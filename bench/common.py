@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -302,6 +304,41 @@ def es_request(url: str, method: str = "GET", body: bytes | dict | None = None, 
             return json.loads(payload) | {"_status": e.code}
         except ValueError:
             return {"_status": e.code, "_text": payload[:500].decode(errors="replace")}
+
+
+def post_bulks(es: str, next_body: Callable[[], bytes | None], threads: int) -> list[str]:
+    """POST NDJSON bulk bodies with ``threads`` keep-alive connections until ``next_body`` returns
+    None (it is called under a lock); 429/5xx are retried. Returns the refusals' first bytes."""
+    u = urlsplit(es)
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
+        while True:
+            with lock:
+                body = next_body()
+            if not body:
+                break
+            while True:
+                conn.request("POST", "/_bulk?filter_path=errors,items.*.error", body,
+                             {"Content-Type": "application/x-ndjson"})
+                r = conn.getresponse()
+                data = r.read()
+                if r.status == 429 or r.status >= 500:
+                    time.sleep(0.5)
+                    continue
+                if r.status != 200 or json.loads(data).get("errors"):
+                    errors.append(data[:300].decode(errors="replace"))
+                break
+        conn.close()
+
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return errors
 
 
 def es_count(es: str, index: str) -> int:

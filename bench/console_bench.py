@@ -25,7 +25,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from .common import (
     AgentRun,
@@ -34,6 +34,7 @@ from .common import (
     delete_topics,
     es_delete_index,
     es_request,
+    post_bulks,
     put_key,
     say,
     set_collect,
@@ -83,37 +84,8 @@ def load(es: str, n: int, pattern: str, now: datetime, threads: int = 3) -> floa
         return pattern.replace("{topic}", topic).replace("{yyyy.MM.dd}", ts.strftime("%Y.%m.%d"))
 
     gen = _docs(n, index_of, now)
-    lock = threading.Lock()
-    u = urlsplit(es)
-    errors: list[str] = []
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
-        while True:
-            with lock:
-                body = b"".join(line for _, line in zip(range(BULK), gen, strict=False))
-            if not body:
-                break
-            while True:
-                conn.request(
-                    "POST", "/_bulk?filter_path=errors,items.*.error", body, {"Content-Type": "application/x-ndjson"}
-                )
-                r = conn.getresponse()
-                data = r.read()
-                if r.status == 429 or r.status >= 500:
-                    time.sleep(0.5)
-                    continue
-                if r.status != 200 or json.loads(data).get("errors"):
-                    errors.append(data[:300].decode(errors="replace"))
-                break
-        conn.close()
-
     t = time.monotonic()
-    ts = [threading.Thread(target=worker) for _ in range(threads)]
-    for th in ts:
-        th.start()
-    for th in ts:
-        th.join()
+    errors = post_bulks(es, lambda: b"".join(line for _, line in zip(range(BULK), gen, strict=False)), threads)
     if errors:
         raise RuntimeError(f"bulk load refused: {errors[0]}")
     es_request(f"{es}/{pattern.split('{')[0]}*/_refresh", "POST")

@@ -10,10 +10,8 @@ of the index equals the record count, i.e. until everything is searchable.
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +26,7 @@ from .common import (
     es_count,
     es_delete_index,
     es_request,
+    post_bulks,
     put_key,
     rss_mb,
     say,
@@ -284,38 +283,10 @@ def run_direct_bulk(stack: StackRef, values: list[bytes], *, threads: int = 3, t
             parts.append(action_line(index, eid) + v + b"\n")
         bodies.append(b"".join(parts))
     say(f"direct bulk: {len(values):,} docs in {len(bodies)} bulks of {BULK_DOCS}, {threads} threads → {index}")
-    es = urlsplit(stack.es)
-    lock = threading.Lock()
     todo = list(reversed(bodies))
-    errors: list[str] = []
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection(es.hostname, es.port, timeout=120)
-        while True:
-            with lock:
-                if not todo:
-                    break
-                body = todo.pop()
-            while True:
-                conn.request("POST", "/_bulk?filter_path=errors,items.*.error", body,
-                             {"Content-Type": "application/x-ndjson"})
-                r = conn.getresponse()
-                data = r.read()
-                if r.status == 429 or r.status >= 500:
-                    time.sleep(0.5)
-                    continue
-                if r.status != 200 or json.loads(data).get("errors"):
-                    errors.append(data[:300].decode(errors="replace"))
-                break
-        conn.close()
-
     es0 = _es_cpu(stack)
     t0 = time.monotonic()
-    ts = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    errors = post_bulks(stack.es, lambda: todo.pop() if todo else None, threads)
     t_posted = time.monotonic()
     ok, t1, n = wait_count(stack.es, index, len(values), timeout_s=timeout_s, what="direct bulk", interval=0.1)
     es1 = _es_cpu(stack)

@@ -223,6 +223,36 @@ class GroupConsumer:
         self.commit_fault.clear()
         return True
 
+    def committed_offsets(self, tps: list[TP], timeout_s: float) -> dict[TP, int | None]:
+        """The group's committed offset of each partition, asked of the group coordinator.
+
+        None where the group never committed one (librdkafka's OFFSET_INVALID); a partition the
+        coordinator answered with an error is left out (unknown). Raises ``KafkaException`` when
+        the coordinator does not answer within ``timeout_s``. Used when partitions are assigned,
+        to find records Kafka deleted before the group read them (:mod:`transfer.gaps`).
+        """
+        if not tps:
+            return {}
+        res = self.consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=timeout_s)
+        return {(r.topic, r.partition): (r.offset if r.offset >= 0 else None) for r in res if r.error is None}
+
+    def low_watermark(self, tp: TP, timeout_s: float | None) -> int | None:
+        """The partition's first offset still in Kafka (log start offset); None if unknown.
+
+        ``timeout_s`` None: the value the broker sent with the latest fetch response (librdkafka
+        keeps it; no request). Otherwise a ListOffsets request answered within ``timeout_s``.
+        """
+        try:
+            if timeout_s is None:
+                wm = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            else:
+                wm = self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=timeout_s, cached=False)
+        except KafkaException:
+            return None
+        if not wm or wm[0] < 0:
+            return None
+        return int(wm[0])
+
     def lag(self, committed: Callable[[TP], int | None]) -> dict[TP, int | None]:
         """High watermark minus committed offset (or position) per assigned partition, from cached values."""
         out: dict[TP, int | None] = {}

@@ -44,6 +44,7 @@ from logferry.schema import TransferConfig
 
 from .consumer import GroupConsumer, consumer_config
 from .deadletter import DeadLetterProducer
+from .gaps import RetentionGaps
 from .indexer import BulkResponseSerializer, Indexer
 from .liveconfig import LiveConfig
 from .metrics import TransferMetrics
@@ -92,6 +93,8 @@ class Transfer:
         self.indexer.guard = self.template_guard
         self.deadletters = DeadLetterProducer(cfg.kafka.producer_config(), t.id, self.metrics)
         self.pipeline = Pipeline(self.indexer, self.deadletters, self.metrics)
+        self.gaps = RetentionGaps(self.metrics.lost_to_retention)
+        self.pipeline.gaps = self.gaps
         self.consumer = GroupConsumer(
             consumer_config(cfg.kafka.consumer_config(), t.group_id, t.id),
             on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost,
@@ -278,6 +281,8 @@ class Transfer:
             "in_flight": tracker.pending(),
             "paused": self.consumer.paused,
             "counters": self.metrics.summary(),
+            # records Kafka deleted before this group read them: the last few, with partition and offsets
+            "retention_gaps": self.gaps.status(),
             "last_error": last_error,
         }, push=push)
 

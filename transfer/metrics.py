@@ -45,6 +45,11 @@ class TransferMetrics:
                                        registry=r)
         self.rebalances = Counter("logtransfer_rebalances", "Partition assignment changes by kind "
                                   "(assigned, revoked, lost)", ["kind"], registry=r)
+        self.lost_to_retention = Counter("logtransfer_records_lost_to_retention",
+                                         "Records Kafka deleted (retention) before this transfer group read "
+                                         "them, by topic: never in Elasticsearch (see the log and the "
+                                         "status key's retention_gaps for partition and offsets)",
+                                         ["topic"], registry=r)
 
     def serve(self, address: str | None, health: HealthCheck) -> None:
         """Serve /metrics and /health on "host:port"; None or empty disables it."""
@@ -80,4 +85,6 @@ class TransferMetrics:
             "bulk_requests": labelled(self.bulk_requests),
             "commits": labelled(self.commits),
             "config_rejected": self.config_rejected._value.get(),
+            "records_lost_to_retention": sum(s.value for m in self.lost_to_retention.collect() for s in m.samples
+                                             if s.name.endswith("_total")),
         }

@@ -34,8 +34,14 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._parts: dict[TopicPartitionKey, _Partition] = {}
 
-    def add(self, tp: TopicPartitionKey, offset: int) -> None:
-        """A record was consumed. Offsets of one partition must come in ascending order."""
+    def add(self, tp: TopicPartitionKey, offset: int) -> int | None:
+        """A record was consumed. Offsets of one partition must come in ascending order.
+
+        Returns the offset that was expected instead when this one skips ahead of it (None when
+        it follows on, or nothing was expected yet): the caller finds out whether Kafka deleted
+        the records in between (:mod:`transfer.gaps`) — a skip may also be harmless (transaction
+        markers, compaction).
+        """
         p = self._parts.get(tp)
         if p is None:
             p = self._parts[tp] = _Partition()
@@ -44,6 +50,18 @@ class OffsetTracker:
             raise ValueError(f"offset {offset} of {tp[0]}[{tp[1]}] is not after {last}: the consumer went back "
                              "without the tracker being reset")
         p.outstanding.append(offset)
+        return last + 1 if last is not None and offset != last + 1 else None
+
+    def expect(self, tp: TopicPartitionKey, committed: int, start: int) -> None:
+        """A partition just assigned: the group's committed offset, and where its records start.
+
+        ``start`` is above ``committed`` when Kafka deleted the records in between (they were
+        reported): the commit point then moves past them, so the gap is committed over once and
+        not reported again by the next owner. A record later than ``start`` shows up as a skip
+        in :meth:`add`. Ignored if the partition is already tracked.
+        """
+        if tp not in self._parts:
+            self._parts[tp] = _Partition(next_commit=max(start, committed), committed=committed)
 
     def settle(self, tp: TopicPartitionKey, offset: int) -> None:
         """The record is in Elasticsearch or in the dead-letter topic."""

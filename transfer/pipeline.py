@@ -33,6 +33,12 @@ cannot be finished within ``REVOKE_BUDGET_S`` (Elasticsearch down), the partitio
 without committing past it: the new owner consumes those records again and, ``_id`` being
 ``event.id``, they overwrite themselves. ``on_lost`` (the group already gave the partitions
 away) drops them without committing.
+
+Records Kafka deleted unread (:mod:`transfer.gaps`). ``on_assign`` compares each new
+partition's committed offset with its low watermark, reports a gap, and tells the tracker where
+the partition starts; a record that later arrives past the offset expected is checked against
+the low watermark the broker sent with it. A gap is committed over (records that do not exist
+are not waited for), so it is reported once, not again by every next owner.
 """
 
 from __future__ import annotations
@@ -44,21 +50,30 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+
 from logferry.schema import TransferConfig
 
 from .deadletter import DeadLetterProducer
+from .gaps import RetentionGaps, lost_range
 from .indexer import BulkJob, Indexer
 from .metrics import TransferMetrics
 from .offsets import OffsetTracker
 from .records import DeadLetter, IndexItem, Source, prepare
 
-__all__ = ["REVOKE_BUDGET_S", "Batch", "Pipeline"]
+__all__ = ["ASSIGN_CHECK_BUDGET_S", "REVOKE_BUDGET_S", "Batch", "Pipeline"]
 
 log = logging.getLogger("logtransfer.pipeline")
 
 #: How long a rebalance callback may spend finishing in-flight work. The group waits for us
 #: (up to max.poll.interval.ms, 5 min by default); past this budget the partitions are let go.
 REVOKE_BUDGET_S = 30.0
+#: How long the look for deleted records may wait for Kafka when partitions are assigned (one
+#: committed-offsets request, one low-watermark request per partition). Partitions it had no time
+#: for are still checked, at their first record (the committed offset is what they expect).
+ASSIGN_CHECK_BUDGET_S = 10.0
+#: When the broker did not send a low watermark with a fetch (old protocol), how long to ask.
+SKIP_CHECK_TIMEOUT_S = 2.0
 
 TP = tuple[str, int]
 Keepalive = Callable[[float], None]
@@ -98,6 +113,8 @@ class Pipeline:
         self.abandoned = False  # shutting down past the grace period: settle nothing more
         self._dropped_in_call: set[TP] | None = None  # partitions dropped during add_messages
         self.hard_stop: Callable[[], bool] = lambda: False
+        #: reports records Kafka deleted before they were read; None: not looked for (unit tests)
+        self.gaps: RetentionGaps | None = None
 
     # ------------------------------------------------------------------ buffering
     @property
@@ -142,13 +159,15 @@ class Pipeline:
     def _add(self, src: Source) -> None:
         assert self.cfg is not None, "records consumed before a transfer config was applied"
         try:
-            self.tracker.add(src.tp, src.offset)
+            skipped_from = self.tracker.add(src.tp, src.offset)
         except ValueError as e:
             # The consumer went back (an offset reset): what we hold of that partition is stale.
             log.warning("%s; forgetting the records of %s[%d] in flight, they are consumed again", e,
                         src.topic, src.partition)
             self.drop({src.tp})
-            self.tracker.add(src.tp, src.offset)
+            skipped_from = self.tracker.add(src.tp, src.offset)
+        if skipped_from is not None and self.gaps is not None:
+            self._check_skip(src, skipped_from)
         if not self._sources:
             self._since = self.clock()
         self._sources.append(src)
@@ -295,6 +314,57 @@ class Pipeline:
         if tps:
             self.metrics.rebalances.labels("assigned").inc()
             log.info("partitions assigned: %s", _names(tps))
+            if self.gaps is not None and self.consumer is not None:
+                self._check_assigned(tps)
+
+    def _check_assigned(self, tps: list[TP]) -> None:
+        """Committed offset against low watermark for each partition just assigned; seed the tracker.
+
+        Runs inside the rebalance callback, before any record of these partitions is handed out.
+        """
+        assert self.gaps is not None
+        deadline = self.clock() + ASSIGN_CHECK_BUDGET_S
+        try:
+            committed = self.consumer.committed_offsets(tps, ASSIGN_CHECK_BUDGET_S)
+        except KafkaException as e:
+            committed = {}
+            err = e.args[0] if e.args else None
+            error: str | None = err.str() if isinstance(err, KafkaError) else str(e)
+        else:
+            error = None
+        unknown = [tp for tp in tps if tp not in committed]
+        if unknown:
+            log.warning("could not read the committed offsets of %s from the group coordinator (%s): records "
+                        "Kafka deleted from them before this transfer group read them are not reported this "
+                        "time; check the brokers (kafka consumer lines) if this repeats", _names(unknown),
+                        error or "refused")
+        for tp in tps:
+            start = committed.get(tp)
+            if start is None:
+                continue  # unknown, or never committed: read from its first record by design
+            left = deadline - self.clock()
+            low = self.consumer.low_watermark(tp, left) if left > 0 else None
+            lost = lost_range(start, low)
+            if lost is not None:
+                self.gaps.report(tp, *lost, found="at assignment")
+            self.tracker.expect(tp, start, lost[1] + 1 if lost is not None else start)
+
+    def _check_skip(self, src: Source, expected: int) -> None:
+        """A record came past the offset expected: did Kafka delete the ones in between?"""
+        assert self.gaps is not None
+        if self.consumer is None:
+            return
+        low = self.consumer.low_watermark(src.tp, None)
+        if low is None:
+            low = self.consumer.low_watermark(src.tp, SKIP_CHECK_TIMEOUT_S)
+        if low is None:
+            log.warning("%s[%d]: offsets %d..%d were skipped (the consumer moved ahead) and Kafka did not say "
+                        "its first offset: if the topic's retention deleted them, they are not in Elasticsearch",
+                        src.topic, src.partition, expected, src.offset - 1)
+            return
+        lost = lost_range(expected, low, seen=src.offset)
+        if lost is not None:
+            self.gaps.report(src.tp, *lost, found="while consuming")
 
     def on_revoke(self, tps: list[TP]) -> None:
         if not tps:

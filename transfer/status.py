@@ -2,7 +2,8 @@
 
 The document (JSON) says who this transfer is (id, host, pid, version, group), which config it
 runs (revision, what was refused and why), which partitions it holds with their committed offset
-and lag, its counters, and the last error. The main loop rebuilds it every ``status_interval_s``
+and lag, its counters, the records Kafka deleted before the group read them (``retention_gaps``,
+see ``gaps``), and the last error. The main loop rebuilds it every ``status_interval_s``
 and right after anything notable; the lease keeper (on the etcd thread) only copies the bytes.
 """
 

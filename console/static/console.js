@@ -351,6 +351,10 @@ const transfersPage = {
         el("b", {}, `${t.id} on ${t.host || "?"}`), ` · version ${t.version || "-"} · group ${t.group_id || "-"}`,
         el("div", {}, `indexed ${fmtCount(c.docs_indexed ?? c.indexed)} · dead-lettered ${fmtCount(c.dead_letters ?? c.dlq)} · ` +
           `last error: ${t.last_error || "-"}`));
+      for (const g of t.retention_gaps || []) {
+        div.append(el("div", { class: "err" }, `LOST ${g.topic}[${g.partition}] offsets ${g.first}..${g.last}: ` +
+          `${fmtCount(g.count)} records deleted by Kafka's retention before the group read them (${g.found || ""})`));
+      }
       const parts = t.partitions || t.assignment || [];
       if (Array.isArray(parts) && parts.length) {
         const tb = el("tbody");

@@ -224,6 +224,11 @@ class Stack:
             "delete.topic.enable": "true",
             "log.retention.hours": "24",
             "log.segment.bytes": str(256 << 20),
+            # Retention is checked every second instead of every 5 minutes, so a test that shortens
+            # a topic's retention.ms sees its old segments deleted at once (it is read-only: only
+            # server.properties sets it). Nothing else changes: topics keep 24 h, and no test
+            # runs that long or produces records older than that except on purpose.
+            "log.retention.check.interval.ms": "1000",
             "num.network.threads": "2",
             "num.io.threads": "4",
             "socket.request.max.bytes": str(200 << 20),

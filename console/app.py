@@ -49,6 +49,8 @@ log = logging.getLogger("logconsole")
 HERE = Path(__file__).parent
 COOKIE = "logferry_console"
 TAIL_POLL_S = 0.5
+#: the most lines one export holds: a file of about 300 MB of typical lines
+EXPORT_LIMIT = 1_000_000
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -76,14 +78,16 @@ class Console:
             return Session("local", "admin", self.local_csrf, float("inf"))
         return self.signer.load(request.cookies.get(COOKIE))
 
-    def need(self, request: Request, *, write: bool = False, page: bool = False) -> Session:
+    def need(self, request: Request, *, write: bool = False, page: bool = False, role: str = "admin") -> Session:
+        """The caller's session, or an HTTP error. ``write``: also the CSRF token, and ``role``
+        (``admin`` for etcd configuration; ``read`` for a user's own things, such as saved searches)."""
         s = self.session(request)
         if s is None:
             if page:
                 raise HTTPException(303, headers={"Location": "/login?next=" + request.url.path})
             raise HTTPException(401, "sign in first (POST /login)")
         if write:
-            if not s.admin:
+            if role == "admin" and not s.admin:
                 raise HTTPException(403, f"user {s.user} may read only; writes need the admin role")
             token = request.headers.get("x-csrf-token", "")
             if not secrets.compare_digest(token, s.csrf):
@@ -144,6 +148,45 @@ class Console:
         def run() -> dict[str, Any]:
             return views.search_page(self.es, views.index_pattern(self.etcd, self.keys), p, timeout)
         return JSONResponse(await run_in_threadpool(run))
+
+    async def api_export(self, request: Request) -> Response:
+        """The query's lines as a file (``format=ndjson`` or ``csv``), newest first, streamed."""
+        s = self.need(request)
+        try:
+            p = parse_search_params(request.query_params)
+        except ParamError as e:
+            return _error(400, str(e))
+        fmt = request.query_params.get("format", "ndjson")
+        if fmt not in ("ndjson", "csv"):
+            return _error(400, "format: ndjson or csv")
+        pattern = await run_in_threadpool(views.index_pattern, self.etcd, self.keys)
+        log.info("user %s exports %s (q=%r)", s.user, fmt, p.q)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        return StreamingResponse(views.export_lines(self.es, pattern, p, fmt, EXPORT_LIMIT),
+                                 media_type="text/csv" if fmt == "csv" else "application/x-ndjson",
+                                 headers={"Content-Disposition": f'attachment; filename="logferry-{stamp}.{fmt}"'})
+
+    async def api_searches(self, request: Request) -> Response:
+        """Saved searches: GET lists them; PUT/DELETE /api/searches/<name> save or remove one (CAS)."""
+        if request.method == "GET":
+            self.need(request)
+            return JSONResponse({"searches": await run_in_threadpool(views.saved_searches, self.etcd, self.keys)})
+        s = self.need(request, write=True, role="read")
+        name = request.path_params.get("name", "")
+        body = await _json_body(request)
+        expected = body.get("revision", 0)
+        if not isinstance(expected, int) or expected < 0:
+            return _error(400, "revision: the revision loaded (0 for a new name)")
+        try:
+            if request.method == "DELETE":
+                status, out = await run_in_threadpool(views.delete_search, self.etcd, self.keys, name, expected)
+            else:
+                state = body.get("state") if isinstance(body.get("state"), dict) else {}
+                status, out = await run_in_threadpool(views.save_search, self.etcd, self.keys, name, state, s.user,
+                                                      expected)
+        except ValueError as e:
+            return _error(422, f"name: {e}")
+        return JSONResponse(out, status_code=status)
 
     async def api_context(self, request: Request) -> Response:
         self.need(request)
@@ -277,6 +320,9 @@ def create_app(console: Console) -> Starlette:
         Route("/healthz", c.health),
         Route("/api/search", c.api_search),
         Route("/api/context", c.api_context),
+        Route("/api/export", c.api_export),
+        Route("/api/searches", c.api_searches),
+        Route("/api/searches/{name}", c.api_searches, methods=["PUT", "DELETE"]),
         Route("/api/tail", c.api_tail),
         Route("/api/hosts", c.api_hosts),
         Route("/api/hosts/{ip}", c.api_host),

@@ -7,7 +7,12 @@ calls are synchronous: Starlette runs these in its thread pool.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
+import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,8 +34,9 @@ from logferry.search import (
     tiebreak_field,
 )
 
-__all__ = ["context_of", "doc_check", "doc_read", "doc_write", "host_detail", "hosts_page", "index_pattern",
-           "line_of", "search_page", "selection", "transfers_page"]
+__all__ = ["context_of", "delete_search", "doc_check", "doc_read", "doc_write", "export_lines", "host_detail",
+           "hosts_page", "index_pattern", "line_of", "save_search", "saved_searches", "search_page", "selection",
+           "transfers_page"]
 
 
 def index_pattern(etcd: EtcdClient, keys: Keys) -> str:
@@ -98,6 +104,59 @@ def search_page(es: Any, pattern: str, p: SearchParams, timeout_s: float) -> dic
                          "file": [[b["key"], b["doc_count"]] for b in aggs["files"]["buckets"]]}
     out["took_ms"] = round((time.monotonic() - t0) * 1000)
     return out
+
+
+EXPORT_PAGE = 2000
+EXPORT_COLUMNS = ("ts", "host", "ip", "file", "offset", "topic", "message")
+
+
+def export_lines(es: Any, pattern: str, p: SearchParams, fmt: str, limit: int) -> Iterator[bytes]:
+    """Every line of the query (at most ``limit``), newest first, as NDJSON or CSV: for a download.
+
+    Paged with ``search_after`` over a point in time, so the file is the result set as it was when
+    the export began (lines indexed meanwhile are not mixed in) and is not bounded by
+    Elasticsearch's 10,000 ``from + size`` window. Streamed: memory holds one page, not the file.
+    """
+    sel = selection(pattern, p.topic)
+    target = resolve_target(es, sel)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(EXPORT_COLUMNS)
+        yield buf.getvalue().encode()
+    if not target:
+        return
+    pit = es.open_point_in_time(index=target, keep_alive="2m", ignore_unavailable=True)["id"]
+    try:
+        tiebreak = tiebreak_field(es, target)
+        after = None
+        sent = 0
+        while sent < limit:
+            body: dict[str, Any] = {"query": build_query(**p.filters()), "sort": sort_spec("desc", tiebreak),
+                                    "size": min(EXPORT_PAGE, limit - sent), "pit": {"id": pit, "keep_alive": "2m"},
+                                    "track_total_hits": False}
+            if after is not None:
+                body["search_after"] = after
+            resp = es.search(**body)
+            pit = resp.get("pit_id", pit)
+            hits = resp["hits"]["hits"]
+            if not hits:
+                return
+            out = io.StringIO()
+            w = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+            for h in hits:
+                line = line_of(h, sel)
+                line.pop("sort", None)
+                if w is not None:
+                    w.writerow([line.get(c) if line.get(c) is not None else "" for c in EXPORT_COLUMNS])
+                else:
+                    out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            yield out.getvalue().encode()
+            sent += len(hits)
+            after = hits[-1]["sort"]
+    finally:
+        with contextlib.suppress(Exception):
+            es.close_point_in_time(id=pit)
 
 
 def context_of(es: Any, pattern: str, index: str, doc_id: str, size: int) -> dict[str, Any] | None:
@@ -173,3 +232,48 @@ def doc_write(etcd: EtcdClient, doc: Doc, text: str | None, expected: int) -> tu
                          "reload to see their version")
         return 409, body
     return 200, body
+
+
+# --- saved searches (etcd: <prefix>/console/searches/<name>) ------------------------------------
+
+SEARCH_STATE_KEYS = ("q", "range", "from", "to", "topic", "host", "file")
+
+
+def saved_searches(etcd: EtcdClient, keys: Keys) -> list[dict[str, Any]]:
+    """Every saved search, by name; a value that is not such a document is skipped."""
+    items, _ = etcd.get_prefix(keys.saved_searches_prefix())
+    out = []
+    for _key, value, rev in items:
+        try:
+            doc = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("state"), dict) and isinstance(doc.get("name"), str):
+            out.append(doc | {"revision": rev})
+    return sorted(out, key=lambda d: d["name"].lower())
+
+
+def save_search(etcd: EtcdClient, keys: Keys, name: str, state: dict[str, Any], user: str,
+                expected: int) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body). ``expected`` 0: a new name (an existing one is a conflict, not overwritten)."""
+    name = name.strip()
+    if not 1 <= len(name) <= 80 or "/" in name or any(ord(c) < 32 for c in name):
+        return 422, {"error": "name: 1 to 80 characters, no '/'"}
+    clean = {k: str(state[k])[:2000] for k in SEARCH_STATE_KEYS if state.get(k)}
+    doc = {"name": name, "state": clean, "saved_by": user, "saved_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    key = keys.saved_search(name)
+    if not etcd.compare_and_put(key, json.dumps(doc, ensure_ascii=False).encode(), expected):
+        _, rev = etcd.get(key)
+        return 409, {"error": f"a search named {name!r} exists already (revision {rev}); choose another name "
+                              "or replace it knowingly", "revision": rev}
+    _, rev = etcd.get(key)
+    return 200, doc | {"revision": rev}
+
+
+def delete_search(etcd: EtcdClient, keys: Keys, name: str, expected: int) -> tuple[int, dict[str, Any]]:
+    from logferry.documents import compare_and_delete
+
+    key = keys.saved_search(name)
+    if not compare_and_delete(etcd, key, expected):
+        return 409, {"error": f"the search {name!r} changed or is gone since you loaded it; reload"}
+    return 200, {"result": "deleted"}

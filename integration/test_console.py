@@ -194,6 +194,46 @@ def test_console_search_context_live_tail_and_collect_list_editing(
     assert drv.execute_script("return window.__pwned === undefined")
     assert not drv.find_elements(By.CSS_SELECTOR, "#hits td.msg b, #hits td.msg img, #hits td.msg script")
 
+    # 2b. older pages (search_after) hold every line once; an export holds the whole result set
+    seen_ids: list[str] = []
+    after = None
+    while True:
+        q = f"{base}/api/search?range=1h&size=7" + (f"&after={urllib.parse.quote(json.dumps(after))}" if after else "")
+        with urllib.request.urlopen(q, timeout=30) as r:
+            page = json.load(r)
+        seen_ids += [h["id"] for h in page["hits"]]
+        if len(page["hits"]) < 7:
+            break
+        after = page["hits"][-1]["sort"]
+    assert len(seen_ids) == len(set(seen_ids)) == total, f"{len(seen_ids)} paged, {len(set(seen_ids))} distinct"
+    with urllib.request.urlopen(f"{base}/api/export?range=1h&format=ndjson", timeout=60) as r:
+        assert "attachment" in r.headers["Content-Disposition"]
+        exported = [json.loads(line) for line in r.read().decode().splitlines()]
+    assert sorted(e["id"] for e in exported) == sorted(seen_ids)
+    assert [e["ts"] for e in exported] == sorted((e["ts"] for e in exported), reverse=True)
+    with urllib.request.urlopen(f"{base}/api/export?range=1h&format=csv&q={token}", timeout=60) as r:
+        csv_rows = r.read().decode().splitlines()
+    assert csv_rows[0] == "ts,host,ip,file,offset,topic,message" and len(csv_rows) == 2 and token in csv_rows[1]
+
+    # 2c. a saved search, shared through etcd, opens the same view
+    drv.get(f"{base}/?range=1h&q={token}")
+    until(drv, lambda dr: any(token in r for r in rows(dr)), "the line by its token")
+    drv.find_element(By.ID, "save-search").click()
+    alert = until(drv, lambda dr: dr.switch_to.alert, "the name prompt")
+    alert.send_keys("checkout failures")
+    alert.accept()
+    until(drv, lambda dr: "saved as" in text_of(dr, "#tools-msg"), "the search saved")
+    saved = json.loads(etcd.get(f"{prefix}/console/searches/checkout failures")[0])
+    assert saved["state"] == {"q": token, "range": "1h"} and saved["saved_by"] == "local"
+    drv.get(f"{base}/?range=24h")
+    until(drv, lambda dr: len(dr.find_elements(By.CSS_SELECTOR, "#saved option")) == 2, "the saved search listed")
+    from selenium.webdriver.support.ui import Select
+    Select(drv.find_element(By.ID, "saved")).select_by_value("checkout failures")
+    until(drv, lambda dr: "q=" in dr.current_url and text_of(dr, "#summary").startswith("1 line ·"),
+          "the saved view opened")
+    assert drv.find_element(By.ID, "q").get_attribute("value") == token
+    shot(drv, "console-saved-search")
+
     # 3. a line's context: its neighbours in the file, in order
     drv.get(f"{base}/?range=1h&q={token}")
     until(drv, lambda dr: any(token in r for r in rows(dr)), "the line again")

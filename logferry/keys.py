@@ -85,6 +85,14 @@ class Keys:
         """Where logtransfer ``transfer_id`` reports itself (under a lease)."""
         return f"{self.prefix}/transfers/{_segment(transfer_id, 'transfer id')}/status"
 
+    def saved_searches_prefix(self) -> str:
+        """Range prefix of the searches saved in the console, shared by the team."""
+        return f"{self.prefix}/console/searches/"
+
+    def saved_search(self, name: str) -> str:
+        """One saved search (JSON: the page's URL state, who saved it, when)."""
+        return f"{self.prefix}/console/searches/{_segment(name, 'saved search name')}"
+
     def parse_agent_key(self, key: str | bytes) -> tuple[str, str] | None:
         """``(canonical ip, "collect"|"status")`` for an agent key, ``None`` for any other key.
 

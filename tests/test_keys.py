@@ -107,3 +107,11 @@ def test_any_ip_round_trips(ip: object) -> None:
 def test_parse_never_raises(key: str | bytes) -> None:
     Keys().parse_agent_key(key)
     Keys().parse_transfer_key(key)
+
+
+def test_saved_search_keys_live_under_the_console_prefix() -> None:
+    k = Keys("/logferry")
+    assert k.saved_searches_prefix() == "/logferry/console/searches/"
+    assert k.saved_search("checkout failures") == "/logferry/console/searches/checkout failures"
+    with pytest.raises(ValueError, match="saved search name"):
+        k.saved_search("a/b")

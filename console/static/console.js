@@ -16,8 +16,8 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-async function api(method, url, body) {
-  const opts = { method, headers: { "Accept": "application/json" }, credentials: "same-origin" };
+async function api(method, url, body, signal) {
+  const opts = { method, headers: { "Accept": "application/json" }, credentials: "same-origin", signal };
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
@@ -65,7 +65,7 @@ function pushState(s) {
 }
 
 const searchPage = {
-  state: null, after: null, source: null, rows: 0, MAX_LIVE_ROWS: 2000,
+  state: null, after: null, source: null, rows: 0, MAX_LIVE_ROWS: 2000, saved: [], inflight: null,
 
   init() {
     const form = $("#query");
@@ -83,6 +83,20 @@ const searchPage = {
     });
     $("#live").addEventListener("click", () => { pushState({ ...this.state, live: !this.state.live }); });
     $("#older").addEventListener("click", () => this.fetch(true));
+    $("#save-search").addEventListener("click", () => this.save());
+    $("#saved").addEventListener("change", () => {
+      const pick = this.saved.find((x) => x.name === $("#saved").value);
+      $("#delete-search").hidden = !pick;
+      if (pick) pushState({ ...pick.state, live: false });
+    });
+    $("#delete-search").addEventListener("click", async () => {
+      const pick = this.saved.find((x) => x.name === $("#saved").value);
+      if (!pick || !confirm(`Delete the saved search "${pick.name}" for everyone?`)) return;
+      const { status, data } = await api("DELETE", "/api/searches/" + encodeURIComponent(pick.name), { revision: pick.revision });
+      $("#tools-msg").textContent = status === 200 ? `deleted "${pick.name}"` : data.error;
+      this.loadSaved();
+    });
+    this.loadSaved();
     $("#context-close").addEventListener("click", () => $("#context").close());
     window.addEventListener("popstate", () => this.load());
     this.load();
@@ -98,6 +112,8 @@ const searchPage = {
     document.body.classList.toggle("absolute", !s.range);
     $("#live").setAttribute("aria-pressed", s.live ? "true" : "false");
     $("#live").textContent = s.live ? "Live: on (pause)" : "Live";
+    $("#export-ndjson").href = "/api/export?" + stateQuery({ ...s, live: false }, { format: "ndjson" });
+    $("#export-csv").href = "/api/export?" + stateQuery({ ...s, live: false }, { format: "csv" });
     const chips = $("#filters"); chips.replaceChildren();
     for (const k of ["topic", "host", "file"]) {
       if (!s[k]) continue;
@@ -108,10 +124,43 @@ const searchPage = {
     this.live(s.live);
   },
 
+  async loadSaved() {
+    const { status, data } = await api("GET", "/api/searches");
+    if (status !== 200) return;
+    this.saved = data.searches;
+    const sel = $("#saved");
+    sel.replaceChildren(el("option", { value: "" }, "Saved searches…"));
+    for (const x of this.saved) sel.append(el("option", { value: x.name, title: `by ${x.saved_by}, ${x.saved_at}` }, x.name));
+  },
+
+  async save() {
+    const name = (prompt("Name of this search (shared with everyone who uses the console):") || "").trim();
+    if (!name) return;
+    const state = {};
+    for (const k of STATE_KEYS) if (this.state[k]) state[k] = this.state[k];
+    let { status, data } = await api("PUT", "/api/searches/" + encodeURIComponent(name), { state, revision: 0 });
+    if (status === 409 && confirm(`"${name}" exists already. Replace it?`)) {
+      ({ status, data } = await api("PUT", "/api/searches/" + encodeURIComponent(name), { state, revision: data.revision }));
+    }
+    $("#tools-msg").textContent = status === 200 ? `saved as "${name}"` : data.error;
+    await this.loadSaved();
+    if (status === 200) $("#saved").value = name;
+  },
+
   async fetch(older) {
     const extra = older && this.after ? { after: JSON.stringify(this.after) } : {};
     const t0 = performance.now();
-    const { status, data } = await api("GET", "/api/search?" + stateQuery(this.state, extra));
+    // A newer query makes the one in flight useless: abort it, so its answer never overwrites.
+    if (this.inflight) this.inflight.abort();
+    const ctl = new AbortController(); this.inflight = ctl;
+    let status, data;
+    try {
+      ({ status, data } = await api("GET", "/api/search?" + stateQuery(this.state, extra), undefined, ctl.signal));
+    } catch (e) {
+      if (e.name === "AbortError") return;
+      throw e;
+    }
+    if (this.inflight === ctl) this.inflight = null;
     const problem = $("#problem");
     if (status !== 200) { problem.hidden = false; problem.textContent = data.error || `error ${status}`; return; }
     problem.hidden = true;

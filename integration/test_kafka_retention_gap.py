@@ -268,7 +268,9 @@ def test_records_deleted_while_the_transfer_waits_for_elasticsearch_are_reported
              .get("status") in ("yellow", "green"), 120, "es1 serving")
 
     wait_committed(stack, kafka_admin, group, topic, 1, high, 180, [t])
-    st = status_of(etcd, prefix, tid)
+    # the status key is rewritten every status_interval_s: wait for the one written after the gap
+    st = wait_for(lambda: (s := status_of(etcd, prefix, tid)) and s.get("retention_gaps") and s, 30,
+                  "the gap in the transfer's status key")
     gaps = st["retention_gaps"]
     print(f"status retention_gaps: {gaps}")
     assert [(g["topic"], g["partition"], g["last"], g["found"]) for g in gaps] == \

@@ -247,6 +247,11 @@ class Console:
         got = await run_in_threadpool(views.host_detail, self.etcd, self.keys, ip)
         return JSONResponse(got) if got is not None else _error(404, f"no host {ip}: no collect list, no agent")
 
+    async def api_dead_letters(self, request: Request) -> Response:
+        self.need(request)
+        got = await run_in_threadpool(views.dead_letters, self.config.kafka, self.etcd, self.keys, 50)
+        return JSONResponse(got)
+
     async def api_transfers(self, request: Request) -> Response:
         self.need(request)
         return JSONResponse(await run_in_threadpool(views.transfers_page, self.etcd, self.keys))
@@ -327,6 +332,7 @@ def create_app(console: Console) -> Starlette:
         Route("/api/hosts", c.api_hosts),
         Route("/api/hosts/{ip}", c.api_host),
         Route("/api/transfers", c.api_transfers),
+        Route("/api/dead-letters", c.api_dead_letters),
         Route("/api/collect/{ip}", _fixed(c.api_doc, "collect"), methods=["GET", "PUT", "DELETE"]),
         Route("/api/collect/{ip}/check", _fixed(c.api_doc, "collect"), methods=["POST"]),
         Route("/api/transfer-config", _fixed(c.api_doc, "transfer-config"), methods=["GET", "PUT"]),

@@ -34,9 +34,9 @@ from logferry.search import (
     tiebreak_field,
 )
 
-__all__ = ["context_of", "delete_search", "doc_check", "doc_read", "doc_write", "export_lines", "host_detail",
-           "hosts_page", "index_pattern", "line_of", "save_search", "saved_searches", "search_page", "selection",
-           "transfers_page"]
+__all__ = ["context_of", "dead_letters", "delete_search", "doc_check", "doc_read", "doc_write", "export_lines",
+           "host_detail", "hosts_page", "index_pattern", "line_of", "save_search", "saved_searches", "search_page",
+           "selection", "transfers_page"]
 
 
 def index_pattern(etcd: EtcdClient, keys: Keys) -> str:
@@ -277,3 +277,19 @@ def delete_search(etcd: EtcdClient, keys: Keys, name: str, expected: int) -> tup
     if not compare_and_delete(etcd, key, expected):
         return 409, {"error": f"the search {name!r} changed or is gone since you loaded it; reload"}
     return 200, {"result": "deleted"}
+
+
+def dead_letters(kafka: Any, etcd: EtcdClient, keys: Keys, count: int) -> dict[str, Any]:
+    """The latest records of the transfer config's dead-letter topic, newest first, with their reasons."""
+    from logferry.deadletters import recent_dead_letters
+    from logferry.schema import DEFAULT_DEAD_LETTER_TOPIC
+
+    raw, _ = etcd.get(keys.transfer_config())
+    topic = DEFAULT_DEAD_LETTER_TOPIC
+    if raw is not None:
+        with contextlib.suppress(SchemaError):
+            topic = parse_transfer_config(raw).dead_letter_topic
+    if kafka is None:
+        return {"topic": topic, "records": [], "note": "add a [kafka] section to the console's INI to see them"}
+    return {"topic": topic, "records": [d.as_dict() for d in recent_dead_letters(kafka.consumer_config(), topic,
+                                                                                  count)]}

@@ -68,7 +68,8 @@ def console(stack: StackHandle, tmp_path: Path, prefix: str) -> Iterator:  # noq
         home.mkdir()
         lines = ["[console]", f"listen = 127.0.0.1:{port}", "", "[etcd]",
                  f"endpoints = {','.join(stack.etcd_endpoints)}", f"prefix = {prefix}", "",
-                 "[elasticsearch]", f"hosts = {stack.es_url}", ""]
+                 "[elasticsearch]", f"hosts = {stack.es_url}", "",
+                 "[kafka]", f"bootstrap_servers = {stack.kafka_bootstrap}", ""]
         if users:
             lines += ["[users]", *(f"{n} = {role} {hash_password(pw, iterations=20_000)}"
                                    for n, (role, pw) in users.items()), ""]
@@ -303,10 +304,18 @@ def test_console_search_context_live_tail_and_collect_list_editing(
     until(drv, lambda dr: "changed since you opened it" in text_of(dr, "#saved"), "the conflict reported")
     assert etcd.get(key)[0] == theirs.encode()
 
-    # 8. transfers: the live transfer and its config
+    # 8. transfers: the live transfer, its config, and the latest dead letter with its reason
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    p.produce(topic, value=b"<b>not json</b> from a broken producer", key=b"k")
+    assert p.flush(30) == 0
     drv.get(f"{base}/transfers")
     until(drv, lambda dr: dr.find_elements(By.CSS_SELECTOR, "#transfers .panel"), "the transfer listed")
     until(drv, lambda dr: topic in dr.find_element(By.ID, "editor").get_attribute("value"), "the config shown")
+    row = until(drv, lambda dr: [r for r in dr.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")
+                                 if "not json" in r.text] or (dr.refresh() and False), "the dead letter listed", 90)
+    assert "invalid_record" in row[0].text and f"{topic}[0]@" in row[0].text, row[0].text
+    assert "<b>not json</b>" in row[0].text and not drv.find_elements(By.CSS_SELECTOR, "#dead-letters b")
     shot(drv, "console-transfers")
     print(f"console: {total} lines, histogram {sum(bars)}, context 21 lines, live line seen, list edited; "
           f"screenshots in {SHOTS}")

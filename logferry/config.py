@@ -619,6 +619,7 @@ class ConsoleConfig:
     es: EsSettings
     console: ConsoleSettings
     path: str
+    kafka: KafkaSettings | None = None  # optional: to show the latest dead letters
 
 
 # --- section readers ---------------------------------------------------------------------------
@@ -806,14 +807,19 @@ def _read_es_section(s: _Section) -> EsSettings:
 
 
 def parse_console_config(text: str, path: str = "<string>") -> ConsoleConfig:
-    """Validate the console's INI given as text: ``[console]``, ``[users]``, ``[etcd]``, ``[elasticsearch]``."""
-    sections = ("console", "users", "etcd", "elasticsearch")
+    """Validate the console's INI given as text: ``[console]``, ``[users]``, ``[etcd]``, ``[elasticsearch]``,
+    and optionally ``[kafka]`` (to show the latest dead letters)."""
+    sections = ("console", "users", "etcd", "elasticsearch", "kafka")
     parser = _parse_ini(text, path, sections)
     _check_sections(parser, path, sections)
     users = dict(parser.items("users")) if parser.has_section("users") else {}
+    kafka = None
+    if parser.has_section("kafka"):
+        kafka = _read_kafka(_section(parser, "kafka", path, ("consumer.",)), ("consumer.",))
     return ConsoleConfig(etcd=_read_etcd(_section(parser, "etcd", path)),
                          es=_read_es_section(_section(parser, "elasticsearch", path)),
-                         console=_read_console(_section(parser, "console", path), users, path), path=path)
+                         console=_read_console(_section(parser, "console", path), users, path), path=path,
+                         kafka=kafka)
 
 
 def load_console_config(path: str = DEFAULT_CONSOLE_CONFIG) -> ConsoleConfig:

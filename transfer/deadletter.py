@@ -16,6 +16,7 @@ replay tool can produce it back as it was — plus headers saying why and where 
 ``logferry.transfer``          the id of the logtransfer that wrote it
 =============================  =================================================================
 
+The header names are the contract in logferry/deadletters.py, where the console reads them back.
 Headers, not a JSON wrapper: the value may be any bytes (not UTF-8, not JSON), and a wrapper
 would have to re-encode it. The producer is idempotent with ``acks=all``, and the transfer
 waits until every dead letter of a batch is acknowledged before it commits past the batch.

@@ -387,7 +387,23 @@ const transfersPage = {
   async init() {
     await this.load();
     await editor("/api/transfer-config", null);
+    this.deadLetters();
     setInterval(() => this.load(), 5000);
+    setInterval(() => this.deadLetters(), 15000);
+  },
+  async deadLetters() {
+    const { status, data } = await api("GET", "/api/dead-letters");
+    const body = $("#dead-letters tbody"); body.replaceChildren();
+    if (status !== 200) { body.append(el("tr", {}, el("td", { class: "err", colspan: "5" }, data.error))); return; }
+    $("#dlq-topic").textContent = `topic ${data.topic}`;
+    if (data.note) body.append(el("tr", {}, el("td", { colspan: "5", class: "hint" }, data.note)));
+    else if (!data.records.length) body.append(el("tr", {}, el("td", { colspan: "5", class: "hint" }, "none")));
+    for (const d of data.records) {
+      body.append(el("tr", { "data-offset": d.offset },
+        el("td", { class: "ts" }, d.timestamp_ms ? new Date(d.timestamp_ms).toISOString().replace("T", " ").replace("Z", "") : ""),
+        el("td", {}, d.kind), el("td", { class: "err" }, d.reason), el("td", {}, d.source),
+        el("td", { class: "msg" }, d.value)));
+    }
   },
   async load() {
     const { status, data } = await api("GET", "/api/transfers");
@@ -398,8 +414,9 @@ const transfersPage = {
       const c = t.counters || {};
       const div = el("div", { class: "panel", "data-id": t.id },
         el("b", {}, `${t.id} on ${t.host || "?"}`), ` · version ${t.version || "-"} · group ${t.group_id || "-"}`,
-        el("div", {}, `indexed ${fmtCount(c.docs_indexed ?? c.indexed)} · dead-lettered ${fmtCount(c.dead_letters ?? c.dlq)} · ` +
-          `last error: ${t.last_error || "-"}`));
+        el("div", {}, `consumed ${fmtCount(c.consumed)} · indexed ${fmtCount(c.indexed)} · dead-lettered ` +
+          `${fmtCount(Object.values(c.dead_lettered || {}).reduce((a, b) => a + b, 0))} · lost to retention ` +
+          `${fmtCount(c.records_lost_to_retention)} · last error: ${t.last_error || "-"}`));
       for (const g of t.retention_gaps || []) {
         div.append(el("div", { class: "err" }, `LOST ${g.topic}[${g.partition}] offsets ${g.first}..${g.last}: ` +
           `${fmtCount(g.count)} records deleted by Kafka's retention before the group read them (${g.found || ""})`));

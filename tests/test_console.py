@@ -106,3 +106,35 @@ def test_context_is_the_same_file_on_the_same_host_by_offset() -> None:
     assert {"term": {"host.name": "web7"}} in before["query"]["bool"]["filter"]
     assert {"term": {"log.file.path": "/a.log"}} in after["query"]["bool"]["filter"]
     assert before["size"] == after["size"] == 10
+
+
+def test_kibana_saved_objects_match_the_indices_and_fields_logferry_writes() -> None:
+    """docs/kibana/logferry-saved-objects.ndjson (imported by the lab's Kibana): its data view covers
+    the default index pattern's indices, its fields are the envelope's and the template's."""
+    import json
+    from pathlib import Path
+
+    from logferry.estemplates import index_patterns
+    from logferry.schema import DEFAULT_INDEX
+    from transfer.template import template_body
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "kibana" / "logferry-saved-objects.ndjson"
+    objs = [json.loads(line) for line in path.read_text().splitlines()]
+    view = next(o for o in objs if o["type"] == "index-pattern")
+    assert [view["attributes"]["title"]] == index_patterns(DEFAULT_INDEX)
+    assert view["attributes"]["timeFieldName"] == "@timestamp"
+    mapped = template_body(index_patterns(DEFAULT_INDEX))["template"]["mappings"]["properties"]
+
+    def has(field: str) -> bool:
+        node: dict = {"properties": mapped}
+        for part in field.split("."):
+            node = node.get("properties", {}).get(part)
+            if node is None:
+                return False
+        return True
+
+    labelled = json.loads(view["attributes"]["fieldAttrs"])
+    assert labelled and all(has(f) for f in labelled), [f for f in labelled if not has(f)]
+    search = next(o for o in objs if o["type"] == "search")
+    assert search["references"][0]["id"] == view["id"]
+    assert all(has(c) for c in search["attributes"]["columns"])

@@ -239,7 +239,7 @@ class Console:
 
     async def api_hosts(self, request: Request) -> Response:
         self.need(request)
-        return JSONResponse(await run_in_threadpool(views.hosts_page, self.etcd, self.keys))
+        return JSONResponse(await run_in_threadpool(views.hosts_page, self.etcd, self.keys, self.es))
 
     async def api_host(self, request: Request) -> Response:
         self.need(request)

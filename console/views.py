@@ -185,9 +185,26 @@ def _host_row(h: HostView) -> dict[str, Any]:
     return row
 
 
-def hosts_page(etcd: EtcdClient, keys: Keys) -> dict[str, Any]:
+def last_lines(es: Any, pattern: str) -> dict[str, str]:
+    """host IP -> the time of its newest line in Elasticsearch (last 30 days): when a host whose agent
+    is gone was last heard of. One aggregation; an unreachable Elasticsearch gives no times, not an error."""
+    target = selection(pattern, None).target
+    try:
+        resp = es.search(index=target, size=0, ignore_unavailable=True, allow_no_indices=True,
+                         query={"range": {"@timestamp": {"gte": "now-30d"}}},
+                         aggs={"ip": {"terms": {"field": "host.ip", "size": 5000},
+                                      "aggs": {"last": {"max": {"field": "@timestamp"}}}}})
+    except Exception:
+        return {}
+    buckets = ((resp.get("aggregations") or {}).get("ip") or {}).get("buckets", [])
+    return {b["key"]: b["last"].get("value_as_string") for b in buckets if b["last"].get("value_as_string")}
+
+
+def hosts_page(etcd: EtcdClient, keys: Keys, es: Any = None) -> dict[str, Any]:
     hosts = gather_hosts(etcd, keys)
-    return {"hosts": [_host_row(h) for h in hosts.values()], "now": datetime.now(UTC).isoformat(timespec="seconds")}
+    last = last_lines(es, index_pattern(etcd, keys)) if es is not None else {}
+    rows = [_host_row(h) | {"last_line": last.get(h.ip)} for h in hosts.values()]
+    return {"hosts": rows, "now": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def host_detail(etcd: EtcdClient, keys: Keys, ip: str) -> dict[str, Any] | None:

@@ -265,6 +265,7 @@ def test_console_search_context_live_tail_and_collect_list_editing(
     until(drv, lambda dr: dr.find_elements(By.CSS_SELECTOR, f'#hosts tr[data-ip="{ip}"]'), "the host row")
     row = drv.find_element(By.CSS_SELECTOR, f'#hosts tr[data-ip="{ip}"]').text
     assert "live" in row and "web7" in row and "(current)" in row, row
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row), f"no last-line time in {row!r}"
     shot(drv, "console-hosts")
     drv.get(f"{base}/hosts/{ip}")
     until(drv, lambda dr: '"topic"' in dr.find_element(By.ID, "editor").get_attribute("value"), "the editor filled")

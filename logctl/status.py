@@ -171,7 +171,8 @@ def _rate_bytes(r: dict[str, float], key: str) -> str:
 
 _TRANSFER_SHOWN = {"id", "host", "hostname", "version", "pid", "started_at", "updated_at", "group_id", "config",
                    "etcd", "elasticsearch", "assigned_partitions", "partitions", "assigned", "assignment", "lag",
-                   "consumer_lag", "in_flight", "paused", "counters", "last_error", "retention_gaps"}
+                   "consumer_lag", "in_flight", "paused", "counters", "last_error", "retention_gaps",
+                   "index_retention"}
 
 
 _NO_RATE = {"records_lost_to_retention"}
@@ -272,7 +273,13 @@ def transfer_lines(tid: str, doc: dict[str, Any], now: datetime, *, before: dict
     if "etcd" in doc:
         out.append(f"  etcd       {doc['etcd']}")
     es = doc.get("elasticsearch")
-    if isinstance(es, dict):
+    if isinstance(es, dict) and es.get("state") == "blocked":
+        # Elasticsearch answers but refuses writes (disk flood stage...): say so loudly, with the way out
+        held = es.get("held_documents")
+        out.append(f"  es         BLOCKED since {es.get('since', '?')}"
+                   + (f", {fmt_count(held)} document(s) held" if isinstance(held, int) else "")
+                   + " (retried; not committed, not dead-lettered): " + str(es.get("reason") or es.get("error")))
+    elif isinstance(es, dict):
         out.append(f"  es         {es.get('state', '?')}" + (f": {es['error']}" if es.get("error") else ""))
     lag = next((doc[k] for k in ("consumer_lag", "lag") if k in doc), None)
     consumer = f"  consumer   lag {_lag(lag)} record(s)"
@@ -297,6 +304,15 @@ def transfer_lines(tid: str, doc: dict[str, Any], now: datetime, *, before: dict
             text = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
             out.append(f"  {k:<10} {text[:300]}")
     out.append(f"  error      {doc.get('last_error') or '-'}")
+    ret = doc.get("index_retention")
+    if isinstance(ret, dict):
+        line = f"  retention  {ret.get('retention_days', '?')} days"
+        if ret.get("checked_at"):
+            line += f"; last check {ret['checked_at']}: {ret.get('outcome', '?')}"
+            if ret.get("deleted_count") is not None:
+                line += f", {fmt_count(ret['deleted_count'])} index(es) deleted"
+        line += f" (deleted since start: {fmt_count(ret.get('deleted_total', 0))})"
+        out.append(line)
     gaps = doc.get("retention_gaps") if isinstance(doc.get("retention_gaps"), list) else []
     for gap in gaps[-5:]:
         if isinstance(gap, dict):

@@ -647,6 +647,44 @@ class EtcdClient:
 
         return self._run(f"compare-and-delete {key}", self._call(f"compare-and-delete {key}", op, on_retry=note_retry))
 
+    def create_on_lease(self, key: str, value: bytes, ttl_s: int) -> int | None:
+        """Create ``key`` bound to a new lease of ``ttl_s`` seconds if it does not exist: a lock.
+
+        One transaction (``create_revision == 0`` → put), so of two callers racing exactly one gets
+        it; returns that lease's id, or None when the key exists (the lease of a lost race is
+        revoked at once). The key vanishes when the lease expires or :meth:`revoke_lease` is called.
+        """
+        raw = _encode_key(key)
+
+        async def op() -> int | None:
+            c = self._aetcd
+            lease = await c.lease(ttl_s)
+            ok, _ = await c.transaction(compare=[c.transactions.create(raw) == 0],
+                                        success=[c.transactions.put(raw, value, lease=lease.id)], failure=[])
+            if ok:
+                return int(lease.id)
+            await c.revoke_lease(lease.id)
+            return None
+
+        return self._run(f"create {key} on a lease", self._call(f"create {key} on a lease", op))
+
+    def put_on_lease(self, key: str, value: bytes, lease_id: int) -> None:
+        """Rewrite ``key`` keeping it bound to ``lease_id`` (a lock holder noting its progress)."""
+        raw = _encode_key(key)
+
+        async def op() -> None:
+            await self._aetcd.put(raw, value, lease=lease_id)
+
+        self._run(f"put {key}", self._call(f"put {key}", op))
+
+    def revoke_lease(self, lease_id: int) -> None:
+        """End a lease now: every key bound to it is deleted at once."""
+
+        async def op() -> None:
+            await self._aetcd.revoke_lease(lease_id)
+
+        self._run("revoke lease", self._call("revoke lease", op))
+
     # ---- cluster health ------------------------------------------------------------------
 
     def status(self) -> ClusterStatus:

@@ -485,7 +485,9 @@ def dump_collect_list(inputs: Iterable[InputSpec]) -> str:
 # --- transfer config ---------------------------------------------------------------------------
 
 _TRANSFER_KEYS = ("topics", "topics_regex", "index", "bulk_max_docs", "bulk_max_bytes",
-                  "flush_interval_s", "dead_letter_topic")
+                  "flush_interval_s", "dead_letter_topic", "retention_days")
+#: Longest retention_days accepted (100 years: a typo guard, not a policy).
+MAX_RETENTION_DAYS = 36500
 _DATE_TOKENS = {"yyyy": "%Y", "MM": "%m", "dd": "%d", "HH": "%H"}
 _DATE_RE = re.compile(r"yyyy|MM|dd|HH|[._-]")
 # Characters Elasticsearch refuses in index names (besides upper case, which we lower).
@@ -563,6 +565,9 @@ class TransferConfig:
     bulk_max_bytes: int = 5 * MIB
     flush_interval_s: float = 1.0
     dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC
+    #: delete the group's own indices whose date is older than this many days (transfer/retention.py);
+    #: None (the default): keep everything
+    retention_days: int | None = None
 
     def __post_init__(self) -> None:
         w = "transfer config"
@@ -603,6 +608,19 @@ class TransferConfig:
                                                "is 100mb by default)"), self.bulk_max_bytes)
         interval = _check(w, "flush_interval_s", _seconds(0, 3600), self.flush_interval_s)
         object.__setattr__(self, "flush_interval_s", interval)
+        if self.retention_days is not None:
+            _check(w, "retention_days", _int_range(1, MAX_RETENTION_DAYS, " days (omit it to keep every index)"),
+                   self.retention_days)
+            parts = _compile_index_cached(self.index)
+            # Deleting by name is only safe for names that can be told apart: a fixed prefix, and a year.
+            if parts[0][0] != "lit":
+                raise _bad(w, "retention_days", f'needs an index pattern that starts with fixed text such as '
+                                                f'"logferry-" (got {_show(self.index)}), so that the retention '
+                                                "cannot match indices that are not logferry's")
+            if not any(kind == "date" and "%Y" in fmt for kind, fmt in parts):
+                raise _bad(w, "retention_days", f"needs a date with the year in the index pattern, such as "
+                                                f"{{yyyy.MM.dd}} (got {_show(self.index)}): the retention tells "
+                                                "old indices by the date in their name")
 
     def subscription(self) -> list[str]:
         """The argument for ``Consumer.subscribe``."""
@@ -615,6 +633,8 @@ class TransferConfig:
         )
         out.update(index=self.index, bulk_max_docs=self.bulk_max_docs, bulk_max_bytes=self.bulk_max_bytes,
                    flush_interval_s=self.flush_interval_s, dead_letter_topic=self.dead_letter_topic)
+        if self.retention_days is not None:
+            out["retention_days"] = self.retention_days
         return out
 
 

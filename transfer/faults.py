@@ -36,8 +36,12 @@ class FaultLog:
     def active(self) -> bool:
         return self.since is not None
 
-    def fault(self, message: str, key: str | None = None) -> None:
-        """Record one failed attempt; logs when the fault starts, changes kind, or for a reminder."""
+    def fault(self, message: str, key: str | None = None, quiet: bool = False) -> None:
+        """Record one failed attempt; logs when the fault starts, changes kind, or for a reminder.
+
+        ``quiet``: the caller already logged the start of this fault in its own words (a write
+        block, see esblock), so only reminders are logged here.
+        """
         now = self.clock()
         key = key if key is not None else message
         self.count += 1
@@ -45,9 +49,11 @@ class FaultLog:
         self.last_at = now
         if self.since is None:
             self.since = now
-            self.log.warning("%s: %s", self.what, message)
+            if not quiet:
+                self.log.warning("%s: %s", self.what, message)
         elif key != self.last_key:
-            self.log.warning("%s: %s", self.what, message)
+            if not quiet:
+                self.log.warning("%s: %s", self.what, message)
         elif now - self.last_logged >= self.remind_every_s:
             self.log.warning("%s: still failing after %.0fs (%d attempts): %s", self.what, now - self.since,
                              self.count, message)
@@ -56,9 +62,9 @@ class FaultLog:
         self.last_logged = now
         self.last_key = key
 
-    def clear(self) -> None:
-        """The operation succeeded: log the end of the fault, if there was one."""
-        if self.since is not None:
+    def clear(self, quiet: bool = False) -> None:
+        """The operation succeeded: log the end of the fault, if there was one (and not ``quiet``)."""
+        if self.since is not None and not quiet:
             self.log.info("%s: working again after %.1fs (%d failed attempts)", self.what,
                           self.clock() - self.since, self.count)
         self.since = None

@@ -7,7 +7,7 @@ low-level ``es.bulk(operations=<NDJSON bytes>)`` (the lines were serialised once
 * accepted (2xx): done;
 * retryable (429, 408, 5xx, and blocks that an operator lifts, such as a full disk's
   ``cluster_block_exception``): kept, and only these items are sent again, after a capped
-  exponential backoff, for as long as it takes;
+  exponential backoff, for as long as it takes (a block is also reported as such: ``esblock``);
 * rejected for good (any other 4xx, e.g. ``mapper_parsing_exception``,
   ``document_parsing_exception``, a mapping conflict): handed back for the dead-letter topic.
 
@@ -36,6 +36,7 @@ import elasticsearch
 from elasticsearch.serializer import JsonSerializer
 
 from .backoff import Backoff
+from .esblock import BlockState, block_reason
 from .faults import FaultLog
 from .metrics import TransferMetrics
 from .records import IndexItem
@@ -144,6 +145,8 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
         desc = describe_item_error(status, err if isinstance(err, dict) else (getattr(exc, "message", "") or err))
         if status in (400, 413):
             return SPLIT, desc
+        if isinstance(err, dict) and block_reason(status, err) is not None:
+            return RETRY, desc  # a 403 block is not a credentials problem (see esblock)
         if status in (401, 403):
             return RETRY, f"{desc}; check the credentials in the INI ([transfer] es_api_key / es_username)"
         return RETRY, desc
@@ -187,6 +190,7 @@ class BulkJob:
     chunk: int | None = None  # send at most this many per request (after a 400/413 on the whole)
     future: Future[_Answer] | None = field(default=None, repr=False)
     sent: list[int] = field(default_factory=list, repr=False)  # what ``future`` carries
+    seq: int = field(default=0, repr=False)  # ``Indexer`` sequence number of the request in flight
     indices: frozenset[str] | None = field(default=None, repr=False)  # its items' index names, once
 
     def __post_init__(self) -> None:
@@ -213,6 +217,8 @@ class AttemptResult:
     retry_reason: str | None = None  # set when some items must be retried after a backoff
     split: bool = False  # the request was too big or refused as a whole: retry at once, smaller
     held: bool = False  # not sent: the guard holds it (the reason says why and what to do)
+    blocked: str | None = None  # Elasticsearch answered with a write block (see esblock): why
+    seq: int = 0  # the (last) request this result is the answer to, in sending order
 
 
 #: What a bulk request came back with: (response or None, exception or None, seconds it took).
@@ -283,6 +289,14 @@ class Indexer:
         #: asked with a request's index names before it is sent: None to send, or why to hold
         #: the documents (retried like an outage); transfer/template.py's TemplateGuard
         self.guard: Callable[[Iterable[str]], str | None] | None = None
+        #: Elasticsearch refusing writes with a block (disk flood stage): held and retried, shown
+        self.block = BlockState(getattr(metrics, "es_blocked", None))
+        self._block_fault = False  # the fault going on was started by a block (BlockState logs it)
+        self._seq = 0  # requests in sending order (main thread only), see BlockState.changed_by
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
 
     def _held(self, job: BulkJob) -> str | None:
         if self.guard is None:
@@ -315,6 +329,11 @@ class Indexer:
         if exc is not None:
             self.metrics.bulk_requests.labels("error").inc()
             kind, desc = classify_exception(exc)  # raises what is a bug, not an outage
+            body = getattr(exc, "body", None)
+            err = body.get("error") if isinstance(body, dict) else None
+            blocked = block_reason(_status_of(exc) or 0, err) if kind == RETRY else None
+            if blocked is not None:
+                result.blocked = blocked
             if kind == RETRY:
                 self.metrics.failed.labels("retryable").inc(len(wanted))
             if kind == SPLIT:
@@ -340,12 +359,14 @@ class Indexer:
                                    "sending them again")
             return wanted
         if not body_resp.get("errors"):
+            self.block.clear(result.seq)
             self.metrics.bulk_requests.labels("ok").inc()
             self.metrics.indexed.inc(len(wanted))
             job.accepted += len(wanted)
             return []
         self.metrics.bulk_requests.labels("partial").inc()
         retry_desc = None
+        blocked = None
         accepted = 0
         still: list[int] = []
         for i, entry in zip(group, items, strict=True):
@@ -361,6 +382,8 @@ class Indexer:
                 still.append(i)
                 if retry_desc is None:
                     retry_desc = describe_item_error(status, error)
+                if blocked is None:
+                    blocked = block_reason(status, error)
             else:
                 job.rejected.append((i, f"refused by Elasticsearch: {describe_item_error(status, error)}"))
                 self.metrics.failed.labels("rejected").inc()
@@ -369,6 +392,10 @@ class Indexer:
         if retry_desc is not None:
             self.metrics.failed.labels("retryable").inc(len(still))
             result.retry_reason = f"{len(still)} of {len(group)} documents not accepted ({retry_desc})"
+        if blocked is not None:
+            result.blocked = blocked
+        else:
+            self.block.clear(result.seq)
         return still
 
     # ------------------------------------------------------------------ one attempt
@@ -392,6 +419,7 @@ class Indexer:
                 still.extend(group)
                 continue
             remaining = sum(len(g) for g in groups[n:])
+            result.seq = self._next_seq()
             still.extend(self._apply(job, group, self._send(job.items, group), result, remaining))
         job.pending = still
         return result
@@ -408,6 +436,7 @@ class Indexer:
             self.metrics.retried.inc(len(job.pending))
         job.attempts += 1
         job.sent = list(job.pending)
+        job.seq = self._next_seq()
         job.future = self.sender.submit(self._send, job.items, job.sent)
         return True
 
@@ -424,7 +453,7 @@ class Indexer:
                 if abort is not None and abort():
                     return None
         job.future = None
-        result = AttemptResult()
+        result = AttemptResult(seq=job.seq)
         self.answered = False
         alive = set(job.pending)
         still = self._apply(job, job.sent, answer, result, len(job.sent), alive)
@@ -457,14 +486,20 @@ class Indexer:
             if result.split:
                 continue
             assert result.retry_reason is not None
+            if result.blocked is not None:
+                self.block.blocked(result.blocked, len(job.pending), result.seq)
+                if not self.fault.active:
+                    self._block_fault = True  # the block's own lines say when it starts and ends
             delay = self.backoff.next()
             self.fault.fault(result.retry_reason if result.held else
                              f"{result.retry_reason}; retrying with backoff (up to {self.backoff.cap_s:g}s), "
-                             "offsets are not committed past them", key=_fault_key(result.retry_reason))
+                             "offsets are not committed past them", key=_fault_key(result.retry_reason),
+                             quiet=result.blocked is not None)
             if not self._wait(delay, job, keepalive, abort):
                 return False
         if job.attempts and self.answered:
-            self.fault.clear()
+            self.fault.clear(quiet=self._block_fault)
+            self._block_fault = False
             self.backoff.reset()
         return True
 

@@ -49,6 +49,7 @@ from .indexer import BulkResponseSerializer, Indexer
 from .liveconfig import LiveConfig
 from .metrics import TransferMetrics
 from .pipeline import Pipeline
+from .retention import RetentionConfig, RetentionRunner, lock_key
 from .status import StatusKey
 from .template import TemplateGuard, ensure_template
 
@@ -115,6 +116,14 @@ class Transfer:
         self.last_error: str | None = None
         self._lags: dict[tuple[str, int], int | None] = {}
         self._last_status = 0.0
+        self.retention = RetentionRunner(self.es, lambda: self.etcd, lock_key(self.keys.prefix), t.id,
+                                         self._retention_config, self.metrics.retention_deleted)
+
+    def _retention_config(self) -> RetentionConfig | None:
+        cfg = self.active  # (read by the retention thread: one attribute read, the config is frozen)
+        if cfg is None or cfg.retention_days is None:
+            return None
+        return RetentionConfig(cfg.index, cfg.retention_days)
 
     # ----------------------------------------------------------------- stopping
     def request_stop(self, signame: str = "stop signal") -> None:
@@ -269,11 +278,11 @@ class Transfer:
                 "topics_regex": cfg.topics_regex if cfg else None,
                 "index": cfg.index if cfg else None,
                 "dead_letter_topic": cfg.dead_letter_topic if cfg else None,
+                "retention_days": cfg.retention_days if cfg else None,
                 "rejected_revision": self.live.rejected_revision, "error": self.live.error,
             },
             "etcd": self.etcd_state,
-            "elasticsearch": {"state": "unavailable" if es_fault.active else "ok",
-                              "error": es_fault.last_error if es_fault.active else None},
+            "elasticsearch": self._es_status(),
             "assigned_partitions": [f"{t}[{p}]" for t, p in sorted(self.consumer.assignment)],
             "partitions": [{"topic": t, "partition": p, "committed": tracker.committed((t, p)), "lag": lag}
                            for (t, p), lag in sorted(self._lags.items())],
@@ -283,8 +292,19 @@ class Transfer:
             "counters": self.metrics.summary(),
             # records Kafka deleted before this group read them: the last few, with partition and offsets
             "retention_gaps": self.gaps.status(),
+            # index retention (retention_days): the last check of this transfer; None when off
+            "index_retention": self.retention.status(),
             "last_error": last_error,
         }, push=push)
+
+    def _es_status(self) -> dict[str, Any]:
+        """``ok``, ``blocked`` (answers, but refuses writes with a block: see esblock) or ``unavailable``."""
+        es_fault = self.indexer.fault
+        block = self.indexer.block.status()
+        if block is not None:
+            return {"state": "blocked", "error": es_fault.last_error, **block}
+        return {"state": "unavailable" if es_fault.active else "ok",
+                "error": es_fault.last_error if es_fault.active else None}
 
     # ----------------------------------------------------------------- main loop
     def run(self) -> int:
@@ -293,6 +313,7 @@ class Transfer:
         log.info("logtransfer %s starting: id %s, group %s, config key %s, elasticsearch %s", __version__, t.id,
                  t.group_id, self.live.key, ", ".join(t.es_hosts))
         self.connect_etcd()
+        self.retention.start()
         tune_gc()
         last_commit = time.monotonic()
         while not self.stopping.is_set():
@@ -336,6 +357,7 @@ class Transfer:
             self.consumer.close()  # leaves the group; the revoke callback commits once more
         except Exception as e:
             log.warning("closing the Kafka consumer: %s", e)
+        self.retention.stop()
         self.deadletters.close()
         self.status.stop()
         if self.etcd is not None:

@@ -51,6 +51,14 @@ class TransferMetrics:
                                          "status key's retention_gaps for partition and offsets)",
                                          ["topic"], registry=r)
 
+        self.es_blocked = Gauge("logtransfer_elasticsearch_blocked",
+                                "1 while Elasticsearch refuses this transfer's writes with a block "
+                                "(cluster_block_exception, e.g. disk flood-stage watermark); documents are "
+                                "held and retried, nothing is committed past them", registry=r)
+        self.retention_deleted = Counter("logtransfer_retention_indices_deleted",
+                                         "Indices this transfer deleted because they were older than the "
+                                         "transfer config's retention_days", registry=r)
+
     def serve(self, address: str | None, health: HealthCheck) -> None:
         """Serve /metrics and /health on "host:port"; None or empty disables it."""
         if not address:

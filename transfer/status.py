@@ -3,8 +3,11 @@
 The document (JSON) says who this transfer is (id, host, pid, version, group), which config it
 runs (revision, what was refused and why), which partitions it holds with their committed offset
 and lag, its counters, the records Kafka deleted before the group read them (``retention_gaps``,
-see ``gaps``), and the last error. The main loop rebuilds it every ``status_interval_s``
-and right after anything notable; the lease keeper (on the etcd thread) only copies the bytes.
+see ``gaps``), the state of Elasticsearch (``ok``, ``unavailable``, or ``blocked`` with its reason
+while it refuses writes, e.g. at the disk flood stage: see ``esblock``), this transfer's last index
+retention check (``index_retention``, see ``retention``), and the last error. The main loop
+rebuilds it every ``status_interval_s`` and right after anything notable; the lease keeper (on
+the etcd thread) only copies the bytes.
 """
 
 from __future__ import annotations

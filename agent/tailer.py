@@ -687,7 +687,8 @@ class TailManager:
         path, st, current = found
         if not self._still(ident, current, path, st, f):
             if current not in self._files:
-                old_path = self.registry.get(ident).path if self.registry.get(ident) else h.path
+                entry = self.registry.get(ident)
+                old_path = entry.path if entry is not None else h.path
                 self._drop(f)
                 self._new_file(current, path, st, inp, False, now, moved_from=old_path)
             return False

@@ -19,7 +19,7 @@ from typing import Any
 from console.params import SearchParams
 from logferry.documents import Doc, unified_diff, validate_text, write_document
 from logferry.etcd import EtcdClient
-from logferry.fleet import HostView, config_state, gather_hosts, gather_transfers, hosts_json, last_error
+from logferry.fleet import HostView, config_state, gather_hosts, gather_transfers, host_json, last_error
 from logferry.keys import Keys
 from logferry.schema import DEFAULT_INDEX, SchemaError, parse_transfer_config
 from logferry.search import (
@@ -176,7 +176,7 @@ def context_of(es: Any, pattern: str, index: str, doc_id: str, size: int) -> dic
 
 def _host_row(h: HostView) -> dict[str, Any]:
     st = h.status or {}
-    row = next(r for r in hosts_json({h.ip: h}))
+    row = host_json(h)
     files = st.get("files") if isinstance(st.get("files"), list) else []
     row |= {"config_state": config_state(h), "files": files, "files_lost": st.get("files_lost") or [],
             "updated_at": st.get("updated_at"), "started_at": st.get("started_at"),
@@ -242,7 +242,7 @@ def doc_write(etcd: EtcdClient, doc: Doc, text: str | None, expected: int) -> tu
         if error is not None:
             return 422, {"result": "invalid", "error": error}
     outcome = write_document(etcd, doc, normalized, expected)
-    body = {"result": outcome.result, "revision": outcome.revision, "diff": outcome.diff}
+    body = {"result": outcome.result, "revision": outcome.revision}
     if outcome.result == "conflict":
         body["error"] = (f"{doc.key} changed since you opened it (revision {expected}, now "
                          f"{outcome.revision or 'deleted'}): someone else wrote it. Nothing was written; "
@@ -288,10 +288,8 @@ def save_search(etcd: EtcdClient, keys: Keys, name: str, state: dict[str, Any], 
 
 
 def delete_search(etcd: EtcdClient, keys: Keys, name: str, expected: int) -> tuple[int, dict[str, Any]]:
-    from logferry.documents import compare_and_delete
-
     key = keys.saved_search(name)
-    if not compare_and_delete(etcd, key, expected):
+    if not etcd.compare_and_delete(key, expected):
         return 409, {"error": f"the search {name!r} changed or is gone since you loaded it; reload"}
     return 200, {"result": "deleted"}
 

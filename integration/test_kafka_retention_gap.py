@@ -76,20 +76,8 @@ class StampedFeed(Feed):
                                   "enable.idempotence": True, "linger.ms": 5, "batch.size": 4096})
         self.timestamp_ms: int | None = None
 
-    def produce_raw(self, value: bytes, key: bytes, eid: str) -> None:
-        def cb(err, msg) -> None:
-            if err is not None:
-                self.errors.append(err.str())
-            else:
-                self.where[eid] = (msg.partition(), msg.offset())
-
-        while True:
-            try:
-                self.producer.produce(self.topic, value=value, key=key, partition=0, on_delivery=cb,
-                                      timestamp=self.timestamp_ms or 0)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+    def produce_extra(self) -> dict[str, object]:
+        return {"partition": 0, "timestamp": self.timestamp_ms or 0}
 
 
 def watermarks(stack: StackHandle, topic: str) -> tuple[int, int]:

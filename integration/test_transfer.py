@@ -147,10 +147,14 @@ class Feed:
 
         while True:
             try:
-                self.producer.produce(self.topic, value=value, key=key, on_delivery=cb)
+                self.producer.produce(self.topic, value=value, key=key, on_delivery=cb, **self.produce_extra())
                 return
             except BufferError:
                 self.producer.poll(0.05)
+
+    def produce_extra(self) -> dict[str, object]:
+        """More ``Producer.produce`` arguments (a partition, a timestamp) for feeds that need them."""
+        return {}
 
     def produce(self, count: int, rate_per_s: float | None = None) -> list[str]:
         ids = []

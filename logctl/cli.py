@@ -55,7 +55,7 @@ from logctl.util import (
     use_color,
 )
 from logferry import __version__
-from logferry.documents import Doc, collect_doc, compare_and_delete, transfer_doc
+from logferry.documents import Doc, collect_doc, transfer_doc, validate_text, write_document
 from logferry.etcd import EtcdClient, EtcdError, EtcdUnavailable
 from logferry.keys import Keys, canonical_ip
 from logferry.schema import (
@@ -175,10 +175,10 @@ def _read_source(source: str) -> tuple[str, str, bool]:
 
 def _validate(doc: Doc, text: str, label: str) -> str:
     """The normalized text to store, or CtlError (exit 2) with the schema's message."""
-    try:
-        return doc.dump(doc.parse(text)) + "\n"
-    except SchemaError as e:
-        raise CtlError(f"{label}: {e}; nothing written", EXIT_USAGE) from None
+    normalized, error = validate_text(doc, text)
+    if normalized is None:
+        raise CtlError(f"{label}: {error}; nothing written", EXIT_USAGE)
+    return normalized
 
 
 def _conflict(ctx: Ctx, doc: Doc, expected: int, kept: str | None = None) -> CtlError:
@@ -236,13 +236,10 @@ def write_doc(ctx: Ctx, doc: Doc, new_text: str | None, *, expected: int | None,
         if ctx.json:
             ctx.emit_json(result)
         return EXIT_PROBLEM
-    if new_text is None:
-        ok = compare_and_delete(client, doc.key, expected)
-    else:
-        ok = client.compare_and_put(doc.key, new_text.encode("utf-8"), expected)
-    if not ok:
+    outcome = write_document(client, doc, new_text, expected)
+    if outcome.result == "conflict":
         raise _conflict(ctx, doc, expected, kept)
-    _, new_rev = client.get(doc.key)
+    new_rev = outcome.revision
     result |= {"written": True, "mod_revision": new_rev or None}
     if new_text is None:
         ctx.say(f"deleted {doc.key}")

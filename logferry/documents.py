@@ -29,7 +29,6 @@ __all__ = [
     "Doc",
     "WriteOutcome",
     "collect_doc",
-    "compare_and_delete",
     "transfer_doc",
     "unified_diff",
     "validate_text",
@@ -114,64 +113,35 @@ def unified_diff(old: str, new: str, old_label: str, new_label: str, *, color: b
     return "".join(out)
 
 
-def compare_and_delete(client: EtcdClient, key: str, expected_mod_revision: int) -> bool:
-    """Delete ``key`` only if its mod_revision is still the one read (one etcd transaction)."""
-    if hasattr(client, "compare_and_delete"):
-        return bool(client.compare_and_delete(key, expected_mod_revision))
-    # EtcdClient has no compare_and_delete yet: the same transaction through its internals,
-    # with compare_and_put's rule for a retried attempt (gone now: most likely our own delete).
-    raw = key.encode("utf-8", "surrogateescape")
-    retried = False
-
-    def note_retry() -> None:
-        nonlocal retried
-        retried = True
-
-    async def op() -> bool:
-        c = client._aetcd
-        ok, _ = await c.transaction(compare=[c.transactions.mod(raw) == expected_mod_revision],
-                                    success=[c.transactions.delete(raw)], failure=[])
-        if ok or not retried:
-            return bool(ok)
-        return not (await client._range(raw, None)).kvs
-
-    what = f"compare-and-delete {key}"
-    return client._run(what, client._call(what, op, on_retry=note_retry))
-
-
-
-
 @dataclass(frozen=True)
 class WriteOutcome:
     """What :func:`write_document` did: ``written``, ``unchanged``, ``conflict`` or ``absent`` (delete)."""
 
     result: str
     revision: int  # the key's mod_revision after (0: it does not exist)
-    diff: str = ""
 
 
 def write_document(client: EtcdClient, doc: Doc, new_text: str | None, expected: int) -> WriteOutcome:
     """Write (``new_text``, already validated and normalized) or delete (None) only if etcd still
-    holds ``expected`` (the mod_revision the change was based on; 0: the key did not exist)."""
+    holds ``expected`` (the mod_revision the change was based on; 0: the key did not exist).
+
+    The one compare-and-swap of an edited document: logctl calls it after showing the diff and
+    asking, the console after its check. Nothing to do (the same text, a key already gone) is
+    said as ``unchanged``/``absent`` without a write.
+    """
     value, rev = client.get(doc.key)
     if rev != expected:
         return WriteOutcome("conflict", rev)
-    old_text, _ = doc.normalized(value)
     if new_text is None and value is None:
         return WriteOutcome("absent", 0)
-    if new_text is not None and value is not None and old_text == new_text:
+    if new_text is not None and value is not None and doc.normalized(value) == (new_text, None):
         return WriteOutcome("unchanged", rev)
-    diff = unified_diff(old_text, new_text or "", f"{doc.key} (revision {rev})" if value is not None else doc.key,
-                        f"{doc.key} (new)" if new_text is not None else f"{doc.key} (deleted)")
     if new_text is None:
-        ok = compare_and_delete(client, doc.key, expected)
+        ok = client.compare_and_delete(doc.key, expected)
     else:
         ok = client.compare_and_put(doc.key, new_text.encode("utf-8"), expected)
-    if not ok:
-        _, now = client.get(doc.key)
-        return WriteOutcome("conflict", now)
-    _, new_rev = client.get(doc.key)
-    return WriteOutcome("written", new_rev, diff)
+    _, now = client.get(doc.key)
+    return WriteOutcome("written" if ok else "conflict", now)
 
 
 def validate_text(doc: Doc, text: str) -> tuple[str | None, str | None]:

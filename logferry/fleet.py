@@ -28,6 +28,7 @@ __all__ = [
     "decode_status",
     "gather_hosts",
     "gather_transfers",
+    "host_json",
     "host_sort_key",
     "hosts_json",
     "last_error",
@@ -155,21 +156,23 @@ def last_error(h: HostView) -> str | None:
     return None
 
 
+def host_json(h: HostView) -> dict[str, Any]:
+    """One host as ``logctl hosts --json`` and the console's hosts page give it."""
+    st = h.status or {}
+    return {
+        "ip": h.ip,
+        "live": h.live,
+        "hostname": st.get("hostname"),
+        "version": st.get("version"),
+        "collect_revision": h.collect_revision or None,
+        "inputs": None if h.inputs is None else len(h.inputs),
+        "collect_valid": h.collect_error is None if h.has_list else None,
+        "collect_error": h.collect_error,
+        "config": config_state(h),
+        "applied_revision": (st.get("config") or {}).get("revision") if h.live else None,
+        "last_error": last_error(h),
+    }
+
+
 def hosts_json(hosts: dict[str, HostView]) -> list[dict[str, Any]]:
-    out = []
-    for h in hosts.values():
-        st = h.status or {}
-        out.append({
-            "ip": h.ip,
-            "live": h.live,
-            "hostname": st.get("hostname"),
-            "version": st.get("version"),
-            "collect_revision": h.collect_revision or None,
-            "inputs": None if h.inputs is None else len(h.inputs),
-            "collect_valid": h.collect_error is None if h.has_list else None,
-            "collect_error": h.collect_error,
-            "config": config_state(h),
-            "applied_revision": (st.get("config") or {}).get("revision") if h.live else None,
-            "last_error": last_error(h),
-        })
-    return out
+    return [host_json(h) for h in hosts.values()]

@@ -17,7 +17,7 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev,console]'
+	$(PY) -m pip install -q -e '.[test,dev,console,docker]'
 	@touch $@
 
 venv: $(VENV)/.installed ## create .venv/ with logferry and the test/dev tools

@@ -5,10 +5,11 @@ local processes). If ``LOGFERRY_STACK_DIR`` names a work dir whose stack is alre
 (``make stack-up``), it is reused and left running; otherwise one is started in a temp dir and
 stopped at the end of the session.
 
-``LOGFERRY_STACK=docker``: the same fixtures on testcontainers with the official images, when a
-Docker engine answers; every test is skipped with the reason when none does. Tests that inject
-faults into the servers (kill -9 a member, stop the broker) need the native stack and skip on
-Docker.
+``LOGFERRY_STACK=docker``: the same servers as containers (``integration/docker``: testcontainers,
+the official images where a registry answers, local builds of the same versions where none does),
+on a Docker engine that answers or that the session starts (root); every test is skipped with the
+reason in one line when there can be none. Tests that hurt servers (kill -9 a member, stop or
+freeze the broker) use the same calls on both: ``stack.require_servers().stop_service(...)``.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ from pathlib import Path
 
 import pytest
 
+from integration.docker.stack import DockerStack
 from integration.stack import Stack, StackOptions
 
 
 @dataclass
 class StackHandle:
-    """Where the servers are, and (native only) the handle to hurt them."""
+    """Where the servers are, and the handle to hurt them (processes or containers)."""
 
     env: dict[str, str]
-    native: Stack | None = None
+    servers: Stack | DockerStack | None = None
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -47,10 +49,11 @@ class StackHandle:
     def es_url(self) -> str:
         return self.env["ES_URL"]
 
-    def require_native(self) -> Stack:
-        if self.native is None:
-            pytest.skip("fault injection needs the native stack (LOGFERRY_STACK=docker cannot kill members)")
-        return self.native
+    def require_servers(self) -> Stack | DockerStack:
+        """The handle that stops, kills, pauses and restarts servers (processes or containers)."""
+        if self.servers is None:
+            pytest.skip("this test hurts servers, and the stack it runs on was not started by this session")
+        return self.servers
 
 
 def _log(msg: str) -> None:
@@ -63,7 +66,7 @@ def _native_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHan
         st = Stack.load(Path(reuse), log=_log)
         if st and set(st.running()) == set(st.service_names):
             _log(f"reusing the running stack in {reuse}")
-            yield StackHandle(env=st.env(), native=st)
+            yield StackHandle(env=st.env(), servers=st)
             return
     workdir = tmp_path_factory.mktemp("stack")
     st = Stack(workdir=workdir, options=StackOptions(es_nodes=1), log=_log)
@@ -71,63 +74,25 @@ def _native_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHan
     st.up()
     _log(f"stack up in {time.monotonic() - started:.1f}s in {workdir}")
     try:
-        yield StackHandle(env=st.env(), native=st)
+        yield StackHandle(env=st.env(), servers=st)
     finally:
         st.down()
 
 
 def _docker_stack() -> Iterator[StackHandle]:
+    from integration.docker import engine, images
+    from integration.docker.stack import DockerStack
+
+    client, why = engine.client_or_reason(_log)
+    if client is None:
+        pytest.skip(f"LOGFERRY_STACK=docker: {why}")
+    st = DockerStack(images=images.resolve_images(client, _log), log=_log)
+    _log(f"images: {', '.join(f'{r}={n}' for r, n in st.images.items())}")
+    st.up()
     try:
-        import docker  # testcontainers depends on it
-
-        docker.from_env().ping()
-    except Exception as e:  # no engine, no client library, no permission: all mean "cannot run"
-        pytest.skip(f"LOGFERRY_STACK=docker but no Docker engine answers ({type(e).__name__}: {e})")
-    from testcontainers.core.container import DockerContainer
-    from testcontainers.core.waiting_utils import wait_for_logs
-    from testcontainers.elasticsearch import ElasticSearchContainer
-    from testcontainers.kafka import KafkaContainer
-
-    containers = []
-    # etcd: three members on one user-defined network, as in the native stack.
-    from testcontainers.core.network import Network
-
-    net = Network().create()
-    cluster = ",".join(f"etcd{i}=http://etcd{i}:2380" for i in (1, 2, 3))
-    etcds = []
-    for i in (1, 2, 3):
-        c = (
-            DockerContainer("quay.io/coreos/etcd:v3.5.17")
-            .with_network(net)
-            .with_network_aliases(f"etcd{i}")
-            .with_exposed_ports(2379)
-            .with_command(
-                f"etcd --name etcd{i} --listen-client-urls http://0.0.0.0:2379 "
-                f"--advertise-client-urls http://etcd{i}:2379 --listen-peer-urls http://0.0.0.0:2380 "
-                f"--initial-advertise-peer-urls http://etcd{i}:2380 --initial-cluster {cluster} "
-                "--initial-cluster-state new --initial-cluster-token logferry"
-            )
-        )
-        c.start()
-        etcds.append(c)
-        containers.append(c)
-    for c in etcds:
-        wait_for_logs(c, "ready to serve client requests", timeout=60)
-    kafka = KafkaContainer("confluentinc/cp-kafka:7.7.1").start()
-    containers.append(kafka)
-    es = ElasticSearchContainer("docker.elastic.co/elasticsearch/elasticsearch:8.19.3", mem_limit="1g").start()
-    containers.append(es)
-    env = {
-        "ETCD_ENDPOINTS": ",".join(f"{c.get_container_host_ip()}:{c.get_exposed_port(2379)}" for c in etcds),
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.get_bootstrap_server(),
-        "ES_URL": es.get_url(),
-    }
-    try:
-        yield StackHandle(env=env)
+        yield StackHandle(env=st.env(), servers=st)
     finally:
-        for c in reversed(containers):
-            c.stop()
-        net.remove()
+        st.down()
 
 
 @pytest.fixture(scope="session")

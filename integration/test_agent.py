@@ -194,7 +194,7 @@ def test_kill9_while_shipping_100k_lines(stack, etcd, prefix, agents, topic_fact
     # lines are in Kafka, Kafka is frozen (SIGSTOP), 70,000 more lines are written and the agent
     # reads up to its in-flight cap and waits there; then kill -9.
     wait_for(lambda: topic_size(stack, topic) >= 30_000, 120, "30,000 lines shipped", interval=0.1)
-    st = stack.native
+    st = stack.servers
     if st is not None:
         st.pause_service("kafka")
     try:
@@ -224,7 +224,7 @@ def test_kill9_while_shipping_100k_lines(stack, etcd, prefix, agents, topic_fact
 # ------------------------------------------------------------------------------------------ 4
 def test_broker_down_60s_memory_bounded_then_everything_arrives(stack, etcd, prefix, agents, topic_factory,
                                                                 tmp_path):
-    st = stack.require_native()
+    st = stack.require_servers()
     ip = "10.210.0.4"
     topic = topic_factory("down", 3)
     d = tmp_path / "down"
@@ -303,7 +303,7 @@ def test_two_agents_with_their_own_lists(stack, etcd, prefix, agents, topic_fact
 def test_etcd_down_at_start_uses_saved_list_and_collection_survives_etcd_outage(
     stack, etcd, prefix, agents, topic_factory, tmp_path
 ):
-    st = stack.require_native()
+    st = stack.require_servers()
     ip = "10.210.0.7"
     t1, t2 = topic_factory("e1"), topic_factory("e2")
     d = tmp_path / "etcdown"

@@ -294,12 +294,13 @@ def test_file_removed_while_read(stack, etcd, prefix, topic_factory, daemons, tm
     with open(path, "wb") as f:
         f.write(b"".join(b"R %08d %s\n" % (i, b"r" * 60) for i in range(n)))
     set_list(etcd, prefix, ip, [{"path": f"{d}/*.log", "topic": topic, "start_at": "beginning"}])
-    # A small in-flight cap and Kafka frozen (SIGSTOP): the agent reads up to its cap and waits
-    # there, so the removal is mid-read on any machine speed (arranged, not hoped for). With a
-    # docker stack (no pause), the cap alone makes it likely, and the assertion says if not.
-    st_native = stack.native
-    if st_native is not None:
-        st_native.pause_service("kafka")
+    # A small in-flight cap and Kafka frozen (SIGSTOP, or docker pause on containers): the agent
+    # reads up to its cap and waits there, so the removal is mid-read on any machine speed
+    # (arranged, not hoped for). On a stack this session did not start (no handle), the cap alone
+    # makes it likely, and the assertion says if not.
+    servers = stack.servers
+    if servers is not None:
+        servers.pause_service("kafka")
     try:
         agent = daemons("agent", "rm", ip=ip, max_inflight_bytes="1MiB").start()
 
@@ -310,8 +311,8 @@ def test_file_removed_while_read(stack, etcd, prefix, topic_factory, daemons, tm
         at_removal = read_lines()
         os.unlink(path)
     finally:
-        if st_native is not None:
-            st_native.unpause_service("kafka")
+        if servers is not None:
+            servers.unpause_service("kafka")
     assert at_removal < n, "the agent read the whole file before the removal: the test proved nothing"
     recs = wait_records(stack, topic, n, timeout=120)
     msgs = [r["message"] for r in recs]

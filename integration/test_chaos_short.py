@@ -33,7 +33,7 @@ RATE = 300.0  # lines/s: 100 s of writing; the writer waits at each fault point 
 
 
 def test_chaos_short(stack, tmp_path: Path) -> None:
-    st = stack.require_native()
+    st = stack.require_servers()
     cfg = ChaosConfig(lines=LINES, agents=3, transfers=2, rate=RATE, schedule="short", rotate_every=1000,
                       workdir=tmp_path / "chaos", results=REPO / "chaos" / "results" / "short.json",
                       drain_timeout_s=180, keep_indices=False, settle_timeout_s=45)

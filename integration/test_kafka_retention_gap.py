@@ -226,7 +226,7 @@ def test_records_deleted_while_the_transfer_waits_for_elasticsearch_are_reported
     watermark the broker sent with it says the records in between were deleted. The gap reported
     must be exactly the records missing from Elasticsearch.
     """
-    native = stack.require_native()
+    servers = stack.require_servers()
     n, m1, m2 = 200, 1_000, 300
     topic = gap_topic
     dlq = topic_factory("dlq", 1)
@@ -239,7 +239,7 @@ def test_records_deleted_while_the_transfer_waits_for_elasticsearch_are_reported
     feed.produce(n)
     wait_committed(stack, kafka_admin, group, topic, 1, n, 120, [t])
 
-    native.stop_service("es1")
+    servers.stop_service("es1")
     try:
         feed.produce(m1)  # the transfer takes a few batches of them, then waits for Elasticsearch
         wait_for(lambda: (s := status_of(etcd, prefix, tid)) and s["elasticsearch"]["state"] == "unavailable"
@@ -251,7 +251,7 @@ def test_records_deleted_while_the_transfer_waits_for_elasticsearch_are_reported
         assert low <= first_fresh and high == n + m1 + m2
         assert committed(stack, kafka_admin, group, topic, 1)[0] == n  # nothing moved while ES was down
     finally:
-        native.start_service("es1")
+        servers.start_service("es1")
     wait_for(lambda: es.options(ignore_status=[503]).cluster.health(wait_for_status="yellow", timeout="5s")
              .get("status") in ("yellow", "green"), 120, "es1 serving")
 

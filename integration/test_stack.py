@@ -53,7 +53,7 @@ def test_etcd_write_through_one_member_read_through_another(stack: StackHandle, 
 
 
 def test_etcd_stays_writable_after_leader_killed(stack: StackHandle, unique: str) -> None:
-    st = stack.require_native()
+    st = stack.require_servers()
     leader = st.etcd_leader()
     assert leader in st.etcd_names
     st.stop_service(leader, kill=True)
@@ -103,7 +103,7 @@ def test_kafka_10000_messages_acks_all_through_a_consumer_group(
 
 
 def test_kafka_broker_registered_in_zookeeper(stack: StackHandle) -> None:
-    st = stack.require_native()
+    st = stack.require_servers()
     if st.options.kraft:
         pytest.skip("KRaft mode has no ZooKeeper")
     from integration.stack.services import zk_command

@@ -324,7 +324,7 @@ def test_100k_records_exactly_100k_documents_also_after_consuming_everything_aga
 # ------------------------------------------------------------------------------ 2
 def test_elasticsearch_down_60s_commits_never_pass_what_es_has(
         stack, es, etcd, kafka_admin, topic_factory, transfers, prefix, unique, index_pattern, indices) -> None:
-    native = stack.require_native()
+    servers = stack.require_servers()
     n = 20_000
     topic = topic_factory("esdown", 3)
     dlq = topic_factory("dlq", 1)
@@ -339,7 +339,7 @@ def test_elasticsearch_down_60s_commits_never_pass_what_es_has(
     producer.start()
     wait_for(lambda: es_count_soon(es, indices) >= 3000, 60, "3000 documents before the outage")
 
-    native.stop_service("es1")
+    servers.stop_service("es1")
     down_at = time.monotonic()
     samples: list[dict[int, int]] = []
     outage_status = None
@@ -354,7 +354,7 @@ def test_elasticsearch_down_60s_commits_never_pass_what_es_has(
     log_during_outage = t.log_text()
     t.signal(signal.SIGSTOP)  # nothing may write to ES between its restart and the check below
     try:
-        native.start_service("es1")
+        servers.start_service("es1")
         wait_for(lambda: es.cluster.health(wait_for_status="yellow", timeout="5s")["status"] != "red", 60,
                  "es1 serving")
         worst = {p: max(s[p] for s in samples) for p in range(3)}

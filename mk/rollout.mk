@@ -26,6 +26,7 @@ ansible-check: $(VENV)/.installed ## ansible-playbook --syntax-check and ansible
 vagrant-validate: ## vagrant validate -p (the Vagrantfile, without booting; installs Debian's vagrant if missing)
 	@command -v vagrant >/dev/null || { apt-get install -y -q vagrant >/dev/null; }
 	VAGRANT_DOTFILE_PATH=$(CURDIR)/.lab/vagrant vagrant validate -p   # its scratch dir in .lab/, not .vagrant/
+	VAGRANT_DOTFILE_PATH=$(CURDIR)/.lab/vagrant VAGRANT_DEFAULT_PROVIDER=docker vagrant validate   # the docker-provider variant
 
 rollout-check: units-check ansible-check vagrant-validate ## all static checks of the rollout
 

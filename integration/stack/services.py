@@ -212,29 +212,7 @@ class Stack:
             )
         kdir = self.workdir / "kafka"
         kdir.mkdir(parents=True, exist_ok=True)
-        props = {
-            "log.dirs": str(kdir / "data"),
-            "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            "auto.create.topics.enable": "true",
-            "delete.topic.enable": "true",
-            "log.retention.hours": "24",
-            "log.segment.bytes": str(256 << 20),
-            # Retention is checked every second instead of every 5 minutes, so a test that shortens
-            # a topic's retention.ms sees its old segments deleted at once (it is read-only: only
-            # server.properties sets it). Nothing else changes: topics keep 24 h, and no test
-            # runs that long or produces records older than that except on purpose.
-            "log.retention.check.interval.ms": "1000",
-            "num.network.threads": "2",
-            "num.io.threads": "4",
-            "socket.request.max.bytes": str(200 << 20),
-            "message.max.bytes": str(16 << 20),
-            "replica.fetch.max.bytes": str(16 << 20),
-        }
+        props = kafka_properties(str(kdir / "data"))
         if self.options.kraft:
             props |= {
                 "process.roles": "broker,controller",
@@ -296,25 +274,7 @@ class Stack:
 
     # ----------------------------------------------------------------- readiness
     def _ready(self, name: str) -> bool:
-        p = self.ports
-        try:
-            if name.startswith("etcd"):
-                body = _http_get(f"http://{self.options.bind}:{p[f'{name}_client']}/health", 1.0)
-                return json.loads(body).get("health") == "true"
-            if name == "zookeeper":
-                return zk_command(p["zookeeper"], "ruok") == "imok"
-            if name == "kafka":
-                return kafka_broker_ids(f"{self.options.bind}:{p['kafka']}", 2.0) != []
-            if name.startswith("es"):
-                body = _http_get(f"http://{self.options.bind}:{p[f'{name}_http']}/_cluster/health", 2.0)
-                health = json.loads(body)
-                return (
-                    health.get("status") in ("yellow", "green")
-                    and health.get("number_of_nodes", 0) >= len(self.es_names)
-                )
-        except (OSError, ValueError):
-            return False
-        return False
+        return service_ready(name, self.ports, self.options.bind, len(self.es_names))
 
     def wait_ready(self, names: list[str], timeout_s: float) -> None:
         """Wait until every named service answers; fail naming the first one that does not."""
@@ -439,25 +399,8 @@ class Stack:
 
     def etcd_leader(self) -> str | None:
         """The member name of the current etcd leader, asked from each live member's HTTP API."""
-        for n in self.etcd_names:
-            if not self.procs[n].alive():
-                continue
-            try:
-                body = _http_post(f"http://{self.options.bind}:{self.ports[f'{n}_client']}/v3/maintenance/status",
-                                  b"{}")
-                st = json.loads(body)
-            except (OSError, ValueError):
-                continue
-            if st.get("leader") and st.get("leader") == st.get("header", {}).get("member_id"):
-                return n
-            leader_id = st.get("leader")
-            members = json.loads(
-                _http_post(f"http://{self.options.bind}:{self.ports[f'{n}_client']}/v3/cluster/member/list", b"{}")
-            ).get("members", [])
-            for m in members:
-                if m.get("ID") == leader_id:
-                    return m.get("name")
-        return None
+        live = [n for n in self.etcd_names if self.procs[n].alive()]
+        return etcd_leader(live, self.ports, self.options.bind)
 
     def status_rows(self) -> list[tuple[str, str, str, str]]:
         rows = []
@@ -469,6 +412,72 @@ class Stack:
             host = "127.0.0.1" if n == "zookeeper" else self.options.bind
             rows.append((n, str(rec.pid if rec and alive else "-"), f"{host}:{port}", state))
         return rows
+
+
+# --------------------------------------------------------------------------- shared by both stacks
+def kafka_properties(log_dirs: str) -> dict[str, str]:
+    """The broker settings every stack shares (native or containers); listeners are added by each."""
+    return {
+        "log.dirs": log_dirs,
+        "num.partitions": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "true",
+        "delete.topic.enable": "true",
+        "log.retention.hours": "24",
+        "log.segment.bytes": str(256 << 20),
+        # Retention is checked every second instead of every 5 minutes, so a test that shortens
+        # a topic's retention.ms sees its old segments deleted at once (it is read-only: only
+        # server.properties sets it). Nothing else changes: topics keep 24 h, and no test
+        # runs that long or produces records older than that except on purpose.
+        "log.retention.check.interval.ms": "1000",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "socket.request.max.bytes": str(200 << 20),
+        "message.max.bytes": str(16 << 20),
+        "replica.fetch.max.bytes": str(16 << 20),
+    }
+
+
+def service_ready(name: str, ports: dict[str, int], bind: str, es_nodes: int) -> bool:
+    """Whether one service answers as a client needs it to (same checks for processes and containers)."""
+    p = ports
+    try:
+        if name.startswith("etcd"):
+            body = _http_get(f"http://{bind}:{p[f'{name}_client']}/health", 1.0)
+            return json.loads(body).get("health") == "true"
+        if name == "zookeeper":
+            return zk_command(p["zookeeper"], "ruok") == "imok"
+        if name == "kafka":
+            return kafka_broker_ids(f"{bind}:{p['kafka']}", 2.0) != []
+        if name.startswith("es"):
+            body = _http_get(f"http://{bind}:{p[f'{name}_http']}/_cluster/health", 2.0)
+            health = json.loads(body)
+            return health.get("status") in ("yellow", "green") and health.get("number_of_nodes", 0) >= es_nodes
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def etcd_leader(members: list[str], ports: dict[str, int], bind: str) -> str | None:
+    """The name of the etcd leader, asked from the given members' HTTP APIs (the first that answers)."""
+    for n in members:
+        url = f"http://{bind}:{ports[f'{n}_client']}"
+        try:
+            st = json.loads(_http_post(f"{url}/v3/maintenance/status", b"{}"))
+            leader_id = st.get("leader")
+            if leader_id and leader_id == st.get("header", {}).get("member_id"):
+                return n
+            members_list = json.loads(_http_post(f"{url}/v3/cluster/member/list", b"{}")).get("members", [])
+        except (OSError, ValueError):
+            continue
+        for m in members_list:
+            if m.get("ID") == leader_id:
+                return m.get("name")
+    return None
 
 
 # --------------------------------------------------------------------------- small clients

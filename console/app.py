@@ -35,6 +35,7 @@ from starlette.templating import Jinja2Templates
 
 from console import views
 from console.auth import Session, SessionSigner, verify_password
+from console.cancel import SearchTracker, valid_page_id
 from console.params import QUICK_RANGES, ParamError, parse_search_params
 from logferry import __version__
 from logferry.config import ConsoleConfig
@@ -51,6 +52,8 @@ COOKIE = "logferry_console"
 TAIL_POLL_S = 0.5
 #: the most lines one export holds: a file of about 300 MB of typical lines
 EXPORT_LIMIT = 1_000_000
+#: a search still running this long after search_timeout_s is cancelled by the console itself
+WATCHDOG_GRACE_S = 2.0
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -70,6 +73,7 @@ class Console:
         self.keys: Keys = e.keys()
         self.es = es or es_client(config.es, c.search_timeout_s + 5)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
+        self.tracker = SearchTracker(self.es, give_up_s=c.search_timeout_s + 60)
 
     # --- who is asking -----------------------------------------------------------------------
 
@@ -138,16 +142,53 @@ class Console:
     # --- the API -------------------------------------------------------------------------------
 
     async def api_search(self, request: Request) -> Response:
-        self.need(request)
+        """One page of hits; cancelled in Elasticsearch when the page no longer needs it (console/cancel.py)."""
+        s = self.need(request)
         try:
             p = parse_search_params(request.query_params)
         except ParamError as e:
             return _error(400, str(e))
         timeout = self.config.console.search_timeout_s
+        run = self.tracker.begin(s.user, request.query_params.get("sid"))
+        es = self.es.options(opaque_id=run.opaque_id) if hasattr(self.es, "options") else self.es
 
-        def run() -> dict[str, Any]:
-            return views.search_page(self.es, views.index_pattern(self.etcd, self.keys), p, timeout)
-        return JSONResponse(await run_in_threadpool(run))
+        def search() -> dict[str, Any]:
+            try:
+                return views.search_page(es, views.index_pattern(self.etcd, self.keys), p, timeout)
+            finally:
+                self.tracker.finish(run)
+        job = asyncio.ensure_future(run_in_threadpool(search))
+        # Elasticsearch's own ``timeout`` ends most searches in time (partial results); the watchdog
+        # catches what it does not (a slow rewrite, a node that does not answer).
+        deadline = time.monotonic() + timeout + WATCHDOG_GRACE_S
+        while not job.done():
+            await asyncio.wait([job], timeout=0.25)
+            if job.done():
+                break
+            if await request.is_disconnected():
+                self.tracker.cancel(run, "the browser closed the request")
+            elif time.monotonic() > deadline:
+                self.tracker.cancel(run, f"it ran over search_timeout_s ({timeout:g} s)")
+                job.add_done_callback(lambda j: j.exception())  # its error is expected: not "never retrieved"
+                return _error(504, f"the search ran over {timeout:g} s (search_timeout_s) and was stopped in "
+                                   "Elasticsearch: narrow the time range or the query, or raise search_timeout_s "
+                                   "in the console's INI")
+            if run.cancelled is not None:
+                break
+        if run.cancelled is not None and not (job.done() and job.exception() is None):
+            if not job.done():
+                job.add_done_callback(lambda j: j.exception())
+            return JSONResponse({"error": f"search cancelled: {run.cancelled}", "cancelled": True}, status_code=499)
+        return JSONResponse(job.result())
+
+    async def api_search_cancel(self, request: Request) -> Response:
+        """POST ?sid=<page id>: the page gave up on its search (an abort, the tab closing); stop it in ES."""
+        s = self.need(request, write=True, role="read")
+        sid = request.query_params.get("sid", "")
+        if not valid_page_id(sid):
+            return _error(400, "sid: the page id its searches carry (letters, digits, _ and -)")
+        found = self.tracker.cancel_page(s.user, sid, "the page gave up on it")
+        return JSONResponse({"cancelled": found})
 
     async def api_export(self, request: Request) -> Response:
         """The query's lines as a file (``format=ndjson`` or ``csv``), newest first, streamed."""
@@ -218,7 +259,8 @@ class Console:
         follower = await run_in_threadpool(make)
 
         async def stream() -> AsyncIterator[bytes]:
-            yield b"retry: 2000\n: tail started\n\n"
+            # an event, not a comment: the page sees it, so a proxy that buffers the stream shows at once
+            yield b"retry: 2000\nevent: started\ndata: {}\n\n"
             quiet = 0.0
             while not await request.is_disconnected():
                 try:
@@ -324,6 +366,7 @@ def create_app(console: Console) -> Starlette:
         Route("/logout", c.logout, methods=["POST"]),
         Route("/healthz", c.health),
         Route("/api/search", c.api_search),
+        Route("/api/search/cancel", c.api_search_cancel, methods=["POST"]),
         Route("/api/context", c.api_context),
         Route("/api/export", c.api_export),
         Route("/api/searches", c.api_searches),

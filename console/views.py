@@ -67,6 +67,28 @@ def line_of(hit: dict[str, Any], sel: IndexSelection) -> dict[str, Any]:
             "message": msg if isinstance(msg, str) else str(msg), "sort": hit.get("sort")}
 
 
+#: how long the indices a selection resolves to (and their tiebreak field) are reused: two requests
+#: to Elasticsearch fewer for each page while scrolling; a new index (a new day) shows within this
+TARGET_TTL_S = 5.0
+_targets: dict[IndexSelection, tuple[float, str, str | None]] = {}
+
+
+def _target_of(es: Any, sel: IndexSelection) -> tuple[str | None, str | None]:
+    """(comma-joined indices, tiebreak field) for ``sel``, cached for TARGET_TTL_S (never a miss)."""
+    now = time.monotonic()
+    got = _targets.get(sel)
+    if got is not None and got[0] > now:
+        return got[1], got[2]
+    target = resolve_target(es, sel)
+    if not target:
+        return None, None
+    tiebreak = tiebreak_field(es, target)
+    if len(_targets) > 1000:
+        _targets.clear()
+    _targets[sel] = (now + TARGET_TTL_S, target, tiebreak)
+    return target, tiebreak
+
+
 def search_page(es: Any, pattern: str, p: SearchParams, timeout_s: float) -> dict[str, Any]:
     """Hits newest first (a page of ``p.size``, older pages through ``after``), the histogram over the
     whole range, and the hosts, files and topics with their counts for the query."""
@@ -74,23 +96,27 @@ def search_page(es: Any, pattern: str, p: SearchParams, timeout_s: float) -> dic
     sel = selection(pattern, p.topic)
     empty = {"hits": [], "total": 0, "total_relation": "eq", "histogram": {"interval": None, "buckets": []},
              "facets": {"topic": [], "host": [], "file": []}, "took_ms": 0, "target": sel.target}
-    target = resolve_target(es, sel)
+    target, tiebreak = _target_of(es, sel)
     if not target:
         return empty | {"note": f"no index matches {sel.target} yet"}
-    tiebreak = tiebreak_field(es, target)
     interval = histogram_interval(p.since, p.until)
     body: dict[str, Any] = {"query": build_query(**p.filters()), "sort": sort_spec("desc", tiebreak),
-                            "size": p.size, "track_total_hits": True}
+                            "size": p.size, "track_total_hits": p.after is None}
     if p.after is None:
         body["aggs"] = facet_aggs(interval, p.since, p.until)
     else:
+        # An older page: the total and the counts are the first page's (the page keeps them); not
+        # counting every match again keeps a page deep in the results as fast as the first.
         body["search_after"] = p.after
+    # ES's own ``timeout`` ends the search with partial results; the client waits longer, so that the
+    # console's watchdog (console/app.py) and not a dropped connection speaks when ES does not stop.
     resp = es.search(index=target, ignore_unavailable=True, allow_no_indices=True,
-                     timeout=f"{int(timeout_s * 1000)}ms", request_timeout=timeout_s, **body)
+                     timeout=f"{int(timeout_s * 1000)}ms", request_timeout=timeout_s + 10, **body)
     resp = resp.body if hasattr(resp, "body") else resp
-    total = resp["hits"]["total"]
+    total = resp["hits"].get("total") or {"value": None, "relation": "eq"}
     out = empty | {"hits": [line_of(h, sel) for h in resp["hits"]["hits"]], "total": total["value"],
-                   "total_relation": total["relation"], "timed_out": bool(resp.get("timed_out"))}
+                   "total_relation": total["relation"], "timed_out": bool(resp.get("timed_out")),
+                   "timeout_s": timeout_s}
     aggs = resp.get("aggregations")
     if aggs:
         topics: dict[str, int] = {}
@@ -106,7 +132,7 @@ def search_page(es: Any, pattern: str, p: SearchParams, timeout_s: float) -> dic
     return out
 
 
-EXPORT_PAGE = 2000
+EXPORT_PAGE = 5000
 EXPORT_COLUMNS = ("ts", "host", "ip", "file", "offset", "topic", "message")
 
 
@@ -115,8 +141,12 @@ def export_lines(es: Any, pattern: str, p: SearchParams, fmt: str, limit: int) -
 
     Paged with ``search_after`` over a point in time, so the file is the result set as it was when
     the export began (lines indexed meanwhile are not mixed in) and is not bounded by
-    Elasticsearch's 10,000 ``from + size`` window. Streamed: memory holds one page, not the file.
+    Elasticsearch's 10,000 ``from + size`` window. Streamed: memory holds two pages, not the file —
+    the next page is asked for while this one is written (Elasticsearch and the console work at
+    the same time, which doubles the rate).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     sel = selection(pattern, p.topic)
     target = resolve_target(es, sel)
     if fmt == "csv":
@@ -127,19 +157,30 @@ def export_lines(es: Any, pattern: str, p: SearchParams, fmt: str, limit: int) -
     if not target:
         return
     pit = es.open_point_in_time(index=target, keep_alive="2m", ignore_unavailable=True)["id"]
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export")
     try:
         tiebreak = tiebreak_field(es, target)
-        after = None
-        sent = 0
-        while sent < limit:
-            body: dict[str, Any] = {"query": build_query(**p.filters()), "sort": sort_spec("desc", tiebreak),
-                                    "size": min(EXPORT_PAGE, limit - sent), "pit": {"id": pit, "keep_alive": "2m"},
-                                    "track_total_hits": False}
+        query = build_query(**p.filters())
+        sort = sort_spec("desc", tiebreak)
+
+        def page(pit_id: str, after: list[Any] | None, size: int) -> dict[str, Any]:
+            # the whole _source: filtering it would make Elasticsearch parse every document
+            body: dict[str, Any] = {"query": query, "sort": sort, "size": size,
+                                    "pit": {"id": pit_id, "keep_alive": "2m"}, "track_total_hits": False}
             if after is not None:
                 body["search_after"] = after
             resp = es.search(**body)
+            return resp.body if hasattr(resp, "body") else resp
+
+        sent = 0
+        pending = pool.submit(page, pit, None, min(EXPORT_PAGE, limit))
+        while pending is not None:
+            resp = pending.result()
             pit = resp.get("pit_id", pit)
             hits = resp["hits"]["hits"]
+            sent += len(hits)
+            more = len(hits) == EXPORT_PAGE and sent < limit
+            pending = pool.submit(page, pit, hits[-1]["sort"], min(EXPORT_PAGE, limit - sent)) if more else None
             if not hits:
                 return
             out = io.StringIO()
@@ -152,9 +193,8 @@ def export_lines(es: Any, pattern: str, p: SearchParams, fmt: str, limit: int) -
                 else:
                     out.write(json.dumps(line, ensure_ascii=False) + "\n")
             yield out.getvalue().encode()
-            sent += len(hits)
-            after = hits[-1]["sort"]
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         with contextlib.suppress(Exception):
             es.close_point_in_time(id=pit)
 
@@ -280,7 +320,16 @@ def save_search(etcd: EtcdClient, keys: Keys, name: str, state: dict[str, Any], 
     doc = {"name": name, "state": clean, "saved_by": user, "saved_at": datetime.now(UTC).isoformat(timespec="seconds")}
     key = keys.saved_search(name)
     if not etcd.compare_and_put(key, json.dumps(doc, ensure_ascii=False).encode(), expected):
-        _, rev = etcd.get(key)
+        value, rev = etcd.get(key)
+        if expected:
+            # the user opened revision ``expected`` and changed it; someone else wrote in between
+            try:
+                who = json.loads(value or b"{}").get("saved_by") or "someone else"
+            except (ValueError, AttributeError):
+                who = "someone else"
+            return 409, {"error": f"the search {name!r} was changed by {who} since you opened it (revision "
+                                  f"{expected}, now {rev or 'deleted'}): nothing was written; open it again to "
+                                  "see their version, then save yours", "revision": rev, "conflict": True}
         return 409, {"error": f"a search named {name!r} exists already (revision {rev}); choose another name "
                               "or replace it knowingly", "revision": rev}
     _, rev = etcd.get(key)

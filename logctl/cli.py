@@ -548,6 +548,18 @@ def cmd_search(ctx: Ctx) -> int:
     from logctl.search import IndexSelection, SearchRequest, es_errors, run_search, select_indices
 
     a = ctx.args
+    file = None
+    if a.saved:
+        # A saved search of the console (shared in etcd) gives what the command line leaves out.
+        from logctl.search import load_saved_search
+
+        saved = load_saved_search(ctx.etcd(), ctx.keys, a.saved)
+        a.topic = a.topic or saved.topic
+        a.host = a.host or saved.host
+        a.query = a.query or saved.text
+        if a.since is None and a.until is None:
+            a.since, a.until = saved.since, saved.until
+        file = saved.file
     if a.follow and a.until is not None:
         raise CtlError("--follow and --until do not go together: follow shows lines as they arrive", EXIT_USAGE)
     if a.count < 0:
@@ -562,7 +574,7 @@ def cmd_search(ctx: Ctx) -> int:
     else:
         sel = select_indices(_index_pattern(ctx), a.topic)
     req = SearchRequest(sel=sel, since=a.since, until=a.until, host=a.host, text=a.query, count=a.count,
-                        follow=a.follow, lookback_s=a.lookback)
+                        follow=a.follow, lookback_s=a.lookback, file=file)
     convert = es_errors(es_settings.hosts, "search")
     if a.follow:
         # Ctrl-C ends --follow; so does SIGTERM (a supervisor or `timeout`), both with exit 0.
@@ -820,7 +832,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "  logctl search --host 10.0.0.5 -n 50\n  logctl search --topic app -f\n"
                     "  logctl search --since 2024-05-01T10:00 --until 2024-05-01T10:05 -q 'connection refused'\n\n"
                     "-q is Lucene query_string syntax on the message: words are ANDed, \"quotes\" make a phrase,\n"
-                    "field:value searches another field (log.file.path:\"/var/log/app.log\", fields.env:prod).")
+                    "field:value is an exact term on another field (log.file.path:\"/var/log/app.log\",\n"
+                    "fields.env:prod, source.ip:10.0.0.0/8), field>=value a range on it\n"
+                    "(http.response.status_code>=500, also > < <=); the parsed fields: docs/parsing.md.")
     p.add_argument("--topic", help="only this Kafka topic's lines")
     p.add_argument("--host", metavar="IP|NAME", help="only lines from this host (host.ip, or host.name)")
     p.add_argument("--since", type=_time_arg, metavar="TIME",
@@ -835,6 +849,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lookback", type=_duration_arg, default=10.0, metavar="DURATION",
                    help="--follow: how far before the newest line seen to look for lines that arrived late "
                         "(default 10s)")
+    p.add_argument("--saved", metavar="NAME",
+                   help="a search saved in the console (etcd <prefix>/console/searches/NAME): its topic, host, "
+                        "file, query and range, where the other options do not say otherwise")
     p.set_defaults(func=cmd_search)
 
     p = _sub(subs, "doctor", "check etcd, the keys, Kafka and Elasticsearch; say what is wrong",

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from logctl.util import EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE, CtlError
@@ -101,6 +101,8 @@ def es_errors(hosts: list[str], what: str) -> Callable[[BaseException], CtlError
 
 
 # --- which indices, the query (logferry/search.py, shared with the console) -----------------------
+# ``-q`` goes through logferry.search.build_query: ``field:value`` terms and ``field>=value``
+# ranges on the parsed fields (docs/parsing.md) become exact clauses, the rest a Lucene query.
 
 
 def select_indices(pattern: str | None, topic: str | None) -> IndexSelection:
@@ -138,11 +140,12 @@ class SearchRequest:
     follow: bool
     interval_s: float = 1.0
     lookback_s: float = 10.0
+    file: str | None = None  # a file's exact path (a saved search's file filter)
 
 
 def newest(es: Any, req: SearchRequest, tiebreak: str | None, target: str) -> list[dict[str, Any]]:
     """The ``count`` newest hits, oldest first."""
-    query = build_query(since=req.since, until=req.until, host=req.host, text=req.text)
+    query = build_query(since=req.since, until=req.until, host=req.host, text=req.text, file=req.file)
     hits = search_hits(es, target, query, sort_spec("desc", tiebreak), max(req.count, 0))
     return list(reversed(hits))
 
@@ -163,8 +166,8 @@ def run_search(es: Any, req: SearchRequest, *, as_json: bool, out: TextIO = sys.
     out.flush()
     if not req.follow:
         return printed
-    follower = Follower(es, req.sel, since=req.since, host=req.host, text=req.text, lookback_s=req.lookback_s,
-                        now_ms=now_ms)
+    follower = Follower(es, req.sel, since=req.since, host=req.host, text=req.text, file=req.file,
+                        lookback_s=req.lookback_s, now_ms=now_ms)
     follower.start(target, tiebreak)
     n = 0
     down_since: float | None = None
@@ -191,3 +194,67 @@ def run_search(es: Any, req: SearchRequest, *, as_json: bool, out: TextIO = sys.
                   file=sys.stderr, flush=True)
             down_since = None
     return printed
+
+
+# --- --saved NAME: a search saved in the console ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SavedSearch:
+    """A console saved search as logctl's filters: the same lines the page shows for it."""
+
+    name: str
+    topic: str | None
+    host: str | None
+    file: str | None
+    text: str | None
+    since: datetime | None
+    until: datetime | None
+    saved_by: str | None
+
+
+def load_saved_search(etcd: Any, keys: Any, name: str, now: datetime | None = None) -> SavedSearch:
+    """The saved search ``name`` (``<prefix>/console/searches/<name>``), its range made absolute.
+
+    A relative range (``1h``) counts back from ``now``, as the page does when the search is opened.
+    The error names the search and lists the saved ones when there is no such name.
+    """
+    import json
+
+    from logferry.timeparse import parse_time
+
+    now = now or datetime.now(UTC)
+    raw, _ = etcd.get(keys.saved_search(name))
+    if raw is None:
+        items, _ = etcd.get_prefix(keys.saved_searches_prefix())
+        names = sorted(k.rsplit("/", 1)[-1] for k, _v, _r in items)
+        raise CtlError(f"--saved: no saved search named {name!r} under {keys.saved_searches_prefix()} (saved: "
+                       f"{', '.join(names) or 'none'}); save one in the console's search page", EXIT_USAGE)
+    try:
+        doc = json.loads(raw)
+        state = doc["state"]
+        assert isinstance(state, dict)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise CtlError(f"--saved: {keys.saved_search(name)} is not a saved search (JSON with a \"state\"); "
+                       "save it again from the console", EXIT_PROBLEM) from None
+    since = until = None
+    try:
+        if state.get("range"):
+            since = now - parse_duration_text(str(state["range"]))
+        else:
+            since = parse_time(str(state["from"]), now) if state.get("from") else None
+            until = parse_time(str(state["to"]), now) if state.get("to") else None
+    except ValueError as e:
+        raise CtlError(f"--saved: the time range of {name!r} cannot be read ({e}); save it again",
+                       EXIT_PROBLEM) from None
+    return SavedSearch(name=name, topic=state.get("topic") or None, host=state.get("host") or None,
+                       file=state.get("file") or None, text=state.get("q") or None, since=since, until=until,
+                       saved_by=doc.get("saved_by"))
+
+
+def parse_duration_text(text: str) -> timedelta:
+    """``15m``, ``1h``, ``24h``, ``7d``: the page's quick ranges (and any such duration)."""
+    m = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not m:
+        raise ValueError(f"range {text!r} is not a duration like 15m, 1h, 24h or 7d")
+    return timedelta(seconds=int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])

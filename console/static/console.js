@@ -64,8 +64,50 @@ function pushState(s) {
   searchPage.load();
 }
 
+// Every search carries this page's id: the console cancels the page's previous search in
+// Elasticsearch when a newer one starts, and the page's search when it says it gave up.
+const PAGE_ID = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
+
+function cancelOnServer() {
+  // keepalive: the request outlives the page (the tab closing)
+  fetch("/api/search/cancel?sid=" + PAGE_ID, { method: "POST", keepalive: true, credentials: "same-origin",
+    headers: { "X-CSRF-Token": csrf() } }).catch(() => {});
+}
+
+// The words of a query worth marking in the lines: not operators, not field:value terms.
+function highlightWords(q) {
+  if (!q) return null;
+  const words = [];
+  for (const m of q.matchAll(/"([^"]+)"|(\S+)/g)) {
+    const w = (m[1] || m[2] || "").replace(/[()~^*?\\]/g, "").trim();
+    if (!w || /^(AND|OR|NOT|\d+)$/.test(w) || (m[2] && m[2].includes(":")) || w.startsWith("-") || w.startsWith("/")) continue;
+    words.push(w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  }
+  return words.length ? new RegExp("(" + words.join("|") + ")", "ig") : null;
+}
+
+// Text with the matches in <mark>: built from text nodes, never from HTML.
+function markText(parent, text, re) {
+  if (!re || text.length > 20000) { parent.append(text); return; }
+  let last = 0;
+  re.lastIndex = 0;
+  for (const m of text.matchAll(re)) {
+    if (!m[0]) break;
+    if (m.index > last) parent.append(text.slice(last, m.index));
+    parent.append(el("mark", {}, m[0]));
+    last = m.index + m[0].length;
+  }
+  if (last < text.length) parent.append(text.slice(last));
+}
+
+// A virtual list: the lines are data (this.lines, newest first); only the rows in and near the
+// viewport are elements. A folded row is one line of ROW_H pixels; an unfolded one is measured.
+const FOLD_AT = 160;  // characters: a longer line (or one with a newline) gets a fold toggle
+
 const searchPage = {
-  state: null, after: null, source: null, rows: 0, MAX_LIVE_ROWS: 2000, saved: [], inflight: null,
+  state: null, after: null, source: null, lines: [], total: 0, MAX_LINES: 100000, saved: [], inflight: null,
+  ROW_H: 22, OVERSCAN: 12, unfolded: new Map(), offsets: null, sel: -1, rendered: new Map(), loading: false,
+  more: false, hl: null, drawn: "", opened: null,
 
   init() {
     const form = $("#query");
@@ -81,12 +123,13 @@ const searchPage = {
       document.body.classList.toggle("absolute", !$("#range").value);
       if ($("#range").value) form.requestSubmit();
     });
-    $("#live").addEventListener("click", () => { pushState({ ...this.state, live: !this.state.live }); });
+    $("#live").addEventListener("click", () => this.toggleLive());
     $("#older").addEventListener("click", () => this.fetch(true));
     $("#save-search").addEventListener("click", () => this.save());
     $("#saved").addEventListener("change", () => {
       const pick = this.saved.find((x) => x.name === $("#saved").value);
       $("#delete-search").hidden = !pick;
+      this.opened = pick ? { name: pick.name, revision: pick.revision } : null;
       if (pick) pushState({ ...pick.state, live: false });
     });
     $("#delete-search").addEventListener("click", async () => {
@@ -98,7 +141,21 @@ const searchPage = {
     });
     this.loadSaved();
     $("#context-close").addEventListener("click", () => $("#context").close());
+    const vp = $("#viewport");
+    vp.addEventListener("scroll", () => this.schedule(), { passive: true });
+    window.addEventListener("resize", () => this.schedule());
+    $("#rows").addEventListener("click", (ev) => {
+      const row = ev.target.closest(".row");
+      if (!row) return;
+      const i = Number(row.dataset.index);
+      if (ev.target.closest(".fold")) { this.fold(i); return; }
+      this.select(i);
+      this.context(this.lines[i]);
+    });
     window.addEventListener("popstate", () => this.load());
+    // The tab closing: the search it waits for is of no use any more.
+    window.addEventListener("pagehide", () => { if (this.inflight) cancelOnServer(); });
+    keyboard.init(this);
     this.load();
   },
 
@@ -120,78 +177,203 @@ const searchPage = {
       chips.append(el("span", { class: "chip", "data-filter": k }, `${k}: ${s[k]} `,
         el("button", { class: "link", title: "remove this filter", onclick: () => { const n = { ...s }; delete n[k]; pushState(n); } }, "×")));
     }
+    this.hl = highlightWords(s.q);
     this.fetch(false);
     this.live(s.live);
   },
+
+  toggleLive() { pushState({ ...this.state, live: !this.state.live }); },
 
   async loadSaved() {
     const { status, data } = await api("GET", "/api/searches");
     if (status !== 200) return;
     this.saved = data.searches;
     const sel = $("#saved");
+    const was = sel.value;
     sel.replaceChildren(el("option", { value: "" }, "Saved searches…"));
     for (const x of this.saved) sel.append(el("option", { value: x.name, title: `by ${x.saved_by}, ${x.saved_at}` }, x.name));
+    if (was && this.saved.some((x) => x.name === was)) sel.value = was;
   },
 
   async save() {
-    const name = (prompt("Name of this search (shared with everyone who uses the console):") || "").trim();
+    const opened = this.opened;
+    const name = (prompt("Name of this search (shared with everyone who uses the console):", opened ? opened.name : "") || "").trim();
     if (!name) return;
     const state = {};
     for (const k of STATE_KEYS) if (this.state[k]) state[k] = this.state[k];
-    let { status, data } = await api("PUT", "/api/searches/" + encodeURIComponent(name), { state, revision: 0 });
-    if (status === 409 && confirm(`"${name}" exists already. Replace it?`)) {
+    // Saving the search that was opened replaces the version opened, and only that one: if someone
+    // changed it meanwhile, etcd's compare-and-swap refuses and the page says so.
+    const revision = opened && opened.name === name ? opened.revision : 0;
+    let { status, data } = await api("PUT", "/api/searches/" + encodeURIComponent(name), { state, revision });
+    if (status === 409 && revision === 0 && !data.conflict && confirm(`"${name}" exists already. Replace it?`)) {
       ({ status, data } = await api("PUT", "/api/searches/" + encodeURIComponent(name), { state, revision: data.revision }));
     }
-    $("#tools-msg").textContent = status === 200 ? `saved as "${name}"` : data.error;
+    const msg = $("#tools-msg");
+    msg.className = status === 200 ? "ok" : "bad";
+    msg.textContent = status === 200 ? `saved as "${name}"` : data.error;
+    if (status === 200) this.opened = { name, revision: data.revision };
     await this.loadSaved();
     if (status === 200) $("#saved").value = name;
   },
 
   async fetch(older) {
-    const extra = older && this.after ? { after: JSON.stringify(this.after) } : {};
+    if (older && (!this.after || this.loading)) return;
+    const extra = { sid: PAGE_ID };
+    if (older) { extra.after = JSON.stringify(this.after); extra.size = "2000"; }
     const t0 = performance.now();
-    // A newer query makes the one in flight useless: abort it, so its answer never overwrites.
+    // A newer query makes the one in flight useless: abort it, so its answer never overwrites; the
+    // console cancels it in Elasticsearch when this newer one (same page id) arrives.
     if (this.inflight) this.inflight.abort();
     const ctl = new AbortController(); this.inflight = ctl;
+    this.loading = true;
+    if (!older) { $("#summary").textContent = "searching…"; $("#summary").dataset.state = "searching"; }
     let status, data;
     try {
       ({ status, data } = await api("GET", "/api/search?" + stateQuery(this.state, extra), undefined, ctl.signal));
     } catch (e) {
       if (e.name === "AbortError") return;
       throw e;
+    } finally {
+      if (this.inflight === ctl) { this.inflight = null; this.loading = false; }
     }
-    if (this.inflight === ctl) this.inflight = null;
+    if (ctl.signal.aborted) return;
     const problem = $("#problem");
-    if (status !== 200) { problem.hidden = false; problem.textContent = data.error || `error ${status}`; return; }
+    if (status !== 200) {
+      problem.hidden = false; problem.textContent = data.error || `error ${status}`;
+      if (!older) { $("#summary").textContent = "no results"; $("#summary").dataset.state = "error"; }
+      return;
+    }
     problem.hidden = true;
-    const body = $("#hits tbody");
-    if (!older) { body.replaceChildren(); this.rows = 0; }
-    for (const line of data.hits) body.append(this.row(line));
-    this.rows += data.hits.length;
+    if (data.timed_out) {
+      problem.hidden = false;
+      problem.textContent = `Elasticsearch stopped this search after ${data.timeout_s} s (search_timeout_s): the results are partial. Narrow the time range or the query.`;
+    }
+    if (!older) {
+      this.lines = []; this.unfolded.clear(); this.sel = -1; this.total = data.total; $("#viewport").scrollTop = 0;
+      $("#rows").replaceChildren(); this.rendered = new Map();  // the marks may differ: rows made anew
+    }
+    for (const line of data.hits) this.lines.push(line);
+    if (this.lines.length > this.MAX_LINES) this.lines.length = this.MAX_LINES;
     this.after = data.hits.length ? data.hits[data.hits.length - 1].sort : null;
-    $("#older").hidden = !(data.hits.length && this.rows < data.total);
+    this.more = Boolean(data.hits.length && this.lines.length < this.total && this.lines.length < this.MAX_LINES);
+    $("#older").hidden = !this.more;
+    $("#hits").dataset.loaded = this.lines.length;
+    this.changed();
     if (!older) {
       const rel = data.total_relation === "gte" ? "at least " : "";
       $("#summary").textContent = `${rel}${fmtCount(data.total)} line${data.total === 1 ? "" : "s"} · newest first · ${Math.round(performance.now() - t0)} ms` +
-        (data.note ? ` · ${data.note}` : "") + (data.timed_out ? " · Elasticsearch timed out: partial results" : "");
+        (data.note ? ` · ${data.note}` : "") + (data.timed_out ? " · partial: Elasticsearch timed out" : "");
       $("#summary").dataset.total = data.total;
+      $("#summary").dataset.state = "done";
       this.histogram(data.histogram);
       this.facets(data.facets);
     }
   },
 
-  row(line) {
-    const tr = el("tr", { "data-id": line.id },
-      el("td", { class: "ts" }, (line.ts || "").replace("T", " ").replace("Z", "")),
-      el("td", { class: "host" }, line.host || line.ip || ""),
-      el("td", { class: "file", title: line.file || "" }, (line.file || "").split("/").pop()),
-      el("td", { class: "msg" }, line.message));
-    if (line.flags && line.flags.length) tr.querySelector(".msg").prepend(el("span", { class: "flag" }, line.flags.join(" ")), " ");
-    tr.addEventListener("click", () => this.context(line));
-    return tr;
+  // --- the virtual list
+
+  changed() { this.offsets = null; this.drawn = ""; this.schedule(); },
+
+  layout() {
+    // offsets[i]: the top of line i; offsets[n]: the height of them all. O(n), only after a change.
+    const n = this.lines.length, o = new Float64Array(n + 1), H = this.ROW_H;
+    if (!this.unfolded.size) { for (let i = 0; i <= n; i++) o[i] = i * H; }
+    else { for (let i = 0; i < n; i++) o[i + 1] = o[i] + (this.unfolded.get(this.lines[i].id) || H); }
+    this.offsets = o;
+    $("#rows").style.height = o[n] + "px";
+  },
+
+  indexAt(y) {
+    const o = this.offsets; let lo = 0, hi = this.lines.length - 1;
+    while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (o[mid] <= y) lo = mid; else hi = mid - 1; }
+    return Math.max(0, lo);
+  },
+
+  schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => { this.frame = null; this.render(); });
+  },
+
+  render() {
+    if (!this.offsets) this.layout();
+    const vp = $("#viewport"), n = this.lines.length, o = this.offsets;
+    const top = vp.scrollTop, bottom = top + vp.clientHeight;
+    const first = n ? Math.max(0, this.indexAt(top) - this.OVERSCAN) : 0;
+    const last = n ? Math.min(n - 1, this.indexAt(bottom) + this.OVERSCAN) : -1;
+    const key = `${first}:${last}:${this.sel}`;
+    if (key !== this.drawn) {
+      this.drawn = key;
+      // Rows are placed absolutely at their offsets: scrolling adds the rows coming into view and
+      // removes those leaving it; the others are not touched (no reflow of the whole list).
+      const box = $("#rows");
+      const keep = new Map(), added = [];
+      for (let i = first; i <= last; i++) {
+        const line = this.lines[i];
+        let row = this.rendered.get(line.id);
+        if (!row || row.dataset.index !== String(i)) { row = this.row(line, i); added.push(row); }
+        const y = o[i] + "px";
+        if (row.style.top !== y) row.style.top = y;
+        const sel = i === this.sel;
+        if (row.classList.contains("sel") !== sel) row.classList.toggle("sel", sel);
+        keep.set(line.id, row);
+      }
+      for (const [id, row] of this.rendered) if (keep.get(id) !== row) row.remove();
+      if (added.length) box.append(...added);
+      this.rendered = keep;
+      // an unfolded row's height is what the browser makes of it: measure, then lay out again
+      let moved = false;
+      for (const row of keep.values()) {
+        if (!row.classList.contains("open")) continue;
+        const h = row.offsetHeight, id = row.dataset.id;
+        if (Math.abs((this.unfolded.get(id) || 0) - h) > 0.5) { this.unfolded.set(id, h); moved = true; }
+      }
+      if (moved) { this.offsets = null; this.drawn = ""; this.schedule(); }
+      const hits = $("#hits");
+      if (hits.dataset.rows !== String(keep.size)) hits.dataset.rows = keep.size;
+    }
+    // near the end of what is loaded: the next older page (not while following live)
+    if (this.more && !this.state.live && !this.loading && last >= n - 200) this.fetch(true);
+  },
+
+  row(line, i) {
+    const msg = line.message || "";
+    const long = msg.length > FOLD_AT || msg.includes("\n");
+    const open = this.unfolded.has(line.id);
+    const m = el("span", { class: "msg" });
+    if (long) m.append(el("button", { class: "fold", title: open ? "fold (f)" : "unfold (f)", "aria-expanded": open ? "true" : "false" }, open ? "▾" : "▸"), " ");
+    if (line.flags && line.flags.length) m.append(el("span", { class: "flag" }, line.flags.join(" ")), " ");
+    markText(m, msg, this.hl);
+    const row = el("div", { class: "row" + (open ? " open" : "") + (line.isNew ? " new" : ""), "data-id": line.id, "data-index": i, role: "row" },
+      el("span", { class: "ts" }, (line.ts || "").replace("T", " ").replace("Z", "")),
+      el("span", { class: "host" }, line.host || line.ip || ""),
+      el("span", { class: "file", title: line.file || "" }, (line.file || "").split("/").pop()),
+      m);
+    return row;
+  },
+
+  fold(i) {
+    const line = this.lines[i];
+    if (!line) return;
+    if (this.unfolded.has(line.id)) this.unfolded.delete(line.id); else this.unfolded.set(line.id, this.ROW_H);
+    const old = this.rendered.get(line.id);
+    if (old) { old.remove(); this.rendered.delete(line.id); }
+    this.changed();
+  },
+
+  select(i) {
+    if (!this.lines.length) return;
+    this.sel = Math.max(0, Math.min(this.lines.length - 1, i));
+    if (!this.offsets) this.layout();
+    const vp = $("#viewport"), top = this.offsets[this.sel], bottom = this.offsets[this.sel + 1];
+    if (top < vp.scrollTop) vp.scrollTop = top;
+    else if (bottom > vp.scrollTop + vp.clientHeight) vp.scrollTop = bottom - vp.clientHeight;
+    $("#hits").dataset.selected = this.sel;
+    this.drawn = "";
+    this.schedule();
   },
 
   async context(line) {
+    if (!line) return;
     const { status, data } = await api("GET", `/api/context?index=${encodeURIComponent(line.index)}&id=${encodeURIComponent(line.id)}&size=10`);
     const pre = $("#context-lines"); pre.replaceChildren();
     $("#context-where").textContent = `${line.host || line.ip} ${line.file}`;
@@ -200,7 +382,7 @@ const searchPage = {
     data.before.forEach((l) => add(l, "ctx"));
     add(data.line, "ctx this");
     data.after.forEach((l) => add(l, "ctx"));
-    $("#context").showModal();
+    if (!$("#context").open) $("#context").showModal();
     pre.querySelector(".this").scrollIntoView({ block: "center" });
   },
 
@@ -256,18 +438,62 @@ const searchPage = {
 
   live(on) {
     if (this.source) { this.source.close(); this.source = null; }
-    if (!on) return;
+    if (!on) { delete $("#live").dataset.stream; return; }
     const src = new EventSource("/api/tail?" + stateQuery(this.state));
+    let batch = [];
     src.onmessage = (ev) => {
-      const line = JSON.parse(ev.data);
-      const body = $("#hits tbody");
-      const tr = this.row(line); tr.classList.add("new");
-      body.prepend(tr);
-      while (body.children.length > this.MAX_LIVE_ROWS) body.lastElementChild.remove();  // a bounded buffer
-      $("#summary").dataset.live = (Number($("#summary").dataset.live || 0) + 1);
+      const line = JSON.parse(ev.data); line.isNew = true;
+      batch.push(line);
+      if (batch.length === 1) requestAnimationFrame(() => this.prepend(batch.splice(0)));
     };
+    $("#live").dataset.stream = "opening";
+    src.addEventListener("started", () => { $("#live").dataset.stream = "started"; });
     src.addEventListener("problem", (ev) => { $("#problem").hidden = false; $("#problem").textContent = "live tail: " + JSON.parse(ev.data); });
     this.source = src;
+  },
+
+  prepend(lines) {
+    // the stream sends oldest first; the list is newest first. A reader scrolled down keeps his place.
+    const vp = $("#viewport"), added = lines.length;
+    this.lines.unshift(...lines.reverse());
+    if (this.lines.length > this.MAX_LINES) this.lines.length = this.MAX_LINES;  // a bounded buffer
+    if (this.sel >= 0) this.sel += added;
+    if (vp.scrollTop > 0) vp.scrollTop += added * this.ROW_H;
+    $("#summary").dataset.live = (Number($("#summary").dataset.live || 0) + added);
+    $("#hits").dataset.loaded = this.lines.length;
+    this.changed();
+  },
+};
+
+// ---------------------------------------------------------------- keyboard (listed on "?")
+
+const keyboard = {
+  init(page) {
+    this.page = page;
+    document.addEventListener("keydown", (ev) => this.key(ev));
+    $("#help-close").addEventListener("click", () => $("#help").close());
+    $("#help-open").addEventListener("click", () => $("#help").showModal());
+  },
+  key(ev) {
+    const p = this.page;
+    const typing = ev.target.closest && ev.target.closest("input, textarea, select");
+    if (ev.key === "Escape" && typing) { ev.target.blur(); return; }
+    if (typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if ($("#context").open || $("#help").open) return;  // the dialog's own keys (Escape closes it)
+    const act = {
+      "/": () => { $("#q").focus(); $("#q").select(); },
+      "r": () => $("#query").requestSubmit(),
+      "j": () => p.select(p.sel + 1), "ArrowDown": () => p.select(p.sel + 1),
+      "k": () => p.select(p.sel - 1), "ArrowUp": () => p.select(p.sel - 1),
+      "Home": () => p.select(0), "End": () => p.select(p.lines.length - 1),
+      "o": () => p.context(p.lines[p.sel]), "Enter": () => p.context(p.lines[p.sel]),
+      "f": () => p.fold(p.sel),
+      "p": () => p.toggleLive(),
+      "?": () => $("#help").showModal(),
+    }[ev.key];
+    if (!act) return;
+    ev.preventDefault();
+    act();
   },
 };
 

@@ -23,6 +23,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from logferry import tlsdiag
+
 log = logging.getLogger("logagent.producer")
 
 #: librdkafka settings the agent insists on; an INI may not weaken them.
@@ -128,11 +130,26 @@ class KafkaSink:
         self.inflight_count = 0
         self.last_error: str | None = None
         self._last_error_logged = 0.0
+        self._security_error: str | None = None  # the TLS/login problem last reported (logferry.tlsdiag)
+        self._security_at = 0.0
 
     def _on_error(self, err: KafkaError) -> None:
         # Broker-down and similar are expected faults: one log line, rate-limited, no traceback.
-        self.last_error = f"kafka: {err.str()}"
         now = time.monotonic()
+        clear = tlsdiag.kafka_explain(err.str(), self._conf) if err.code() != KafkaError._ALL_BROKERS_DOWN else None
+        if clear is not None:
+            # A bad certificate or password: one clear line when it starts or changes, a reminder
+            # a minute; the "brokers are down" that follow it say nothing new (see below).
+            self.last_error = f"kafka: {clear}"
+            if clear != self._security_error or now - self._last_error_logged > 60:
+                self._last_error_logged = now
+                log.error("%s (will keep retrying; lines wait, nothing is dropped)", clear)
+            self._security_error, self._security_at = clear, now
+            return
+        if self._security_error is not None and now - self._security_at < 60 and not err.fatal():
+            return  # "1/1 brokers are down" because of the problem just reported
+        self._security_error = None
+        self.last_error = f"kafka: {err.str()}"
         if now - self._last_error_logged > 10 or err.fatal():
             self._last_error_logged = now
             log.warning("kafka: %s (will keep retrying; lines wait, nothing is dropped)", err.str())

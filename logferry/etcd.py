@@ -33,14 +33,22 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import queue
 import random
+import re
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
+
+# gRPC's C core writes its own lines to stderr ("E1204 … ssl_transport_security_utils.cc:72]
+# …BAD_CERTIFICATE", several per reconnect): with a bad certificate that is a flood, and every
+# fault it reports reaches us as an error we log once, in one line. Set before grpc is imported.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import aetcd
 import grpc
@@ -48,6 +56,8 @@ import grpc.aio
 from aetcd import exceptions as aetcd_exceptions
 from aetcd import rpc
 from aetcd import utils as aetcd_utils
+
+from logferry import tlsdiag
 
 __all__ = [
     "ClusterStatus",
@@ -97,6 +107,10 @@ class EtcdError(Exception):
 
 class EtcdUnavailable(EtcdError):
     """No etcd member answered within the deadline: the cluster is down or cannot be reached."""
+
+
+class EtcdLoginFailed(EtcdError):
+    """etcd refused the user name or password (retrying with the same ones will not help)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +320,10 @@ class _Aetcd(aetcd.Client):
             try:
                 resp = await self.auth_stub.Authenticate(request, timeout=self._timeout)
             except rpc.AioRpcError as e:
+                if tlsdiag.classify(e.details() or "") == "login":
+                    raise EtcdLoginFailed(tlsdiag.explain(
+                        "etcd", "login", user=self._username,
+                        password_key="[etcd] password (or password_file)")) from None
                 aetcd_exceptions._handle_exception(e)
             self.metadata = (("token", resp.token),)
         self._connected.set()
@@ -333,6 +351,8 @@ def _describe(exc: BaseException) -> str:
     """One line for logs: the gRPC code and etcd's own words, no traceback."""
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return "no answer in time"
+    if isinstance(exc, EtcdLoginFailed):
+        return str(exc)
     for e in (exc, exc.__cause__):
         if isinstance(e, grpc.aio.AioRpcError):
             return f"{e.code().name}: {e.details()}"
@@ -439,6 +459,9 @@ class EtcdClient:
                 certificate_chain=_read_file(cert_file, "certificate file"),
             )
         self._tls = credentials is not None
+        self._ca_file = ca_file
+        self._security_said: dict[str, float] = {}
+        self._tls_name = tls_server_name or tls_name
         self._credentials = credentials
         self._tls_server_name = tls_server_name
         self._options = _channel_options((tls_server_name or tls_name) if self._tls else None)
@@ -481,13 +504,41 @@ class EtcdClient:
             fut.cancel()
             raise self._unavailable(what, None) from None
 
+    def _raised(self, message: str) -> None:
+        """A security problem went to a caller in an exception: the caller reports it."""
+        problem = tlsdiag.classify(message)
+        if problem is not None:
+            self._security_said[problem] = time.monotonic()
+
+    def already_reported(self, message: str) -> bool:
+        """Whether a caller was handed this kind of security problem within the last minute (then
+        a watch or lease keeper seeing it too need not log it again: one line per fault)."""
+        problem = tlsdiag.classify(message)
+        at = self._security_said.get(problem) if problem is not None else None
+        return at is not None and time.monotonic() - at < 60
+
+    def describe(self, exc: BaseException) -> str:
+        """One line for ``exc``: for a TLS problem, what is wrong with which INI setting."""
+        text = _describe(exc)
+        problem = tlsdiag.classify(text) if self._tls else None
+        if problem is None or problem == "login":
+            return text
+        m = re.search(r"ipv[46]:(\[[^\]]+\]:\d+|[^\s,:]+:\d+)", text)
+        where = m.group(1) if m else ",".join(self.endpoints)
+        return tlsdiag.explain("etcd", problem, where=where, ca_key="[etcd] ca_file", ca_file=self._ca_file,
+                               cert_key="[etcd] cert_file/key_file", name=self._tls_name or "")
+
     def _unavailable(self, what: str, last: BaseException | None) -> EtcdUnavailable:
+        if last is not None and self._tls and tlsdiag.classify(_describe(last)) not in (None, "login"):
+            # A certificate problem is no outage: say only what is wrong and what to change.
+            self._raised(self.describe(last))
+            return EtcdUnavailable(f"etcd {what}: {self.describe(last)}")
         scheme = "https" if self._tls else "http"
         why = f"; last error: {_describe(last)}" if last is not None else ""
         return EtcdUnavailable(
             f"etcd {what}: no member of {', '.join(self.endpoints)} answered within "
             f"{self.timeout_s:g}s{why}. Check that the etcd members run and have a leader "
-            f"(etcdctl --endpoints={','.join(scheme + '://' + e for e in self.endpoints)} "
+            f"(etcdctl --endpoints={','.join(e if '://' in e else scheme + '://' + e for e in self.endpoints)} "
             "endpoint health), that this host can reach their client port (firewall), and "
             "the TLS/user settings in the INI."
         )
@@ -523,6 +574,9 @@ class EtcdClient:
                     await self._aetcd.connect()
                     return await fn()
             except asyncio.CancelledError:
+                raise
+            except EtcdLoginFailed as e:
+                self._raised(str(e))
                 raise
             except Exception as e:
                 if _is_bad_token(e):
@@ -967,7 +1021,7 @@ class Watch:
                         self.key,
                         None,
                         self.next_revision - 1 if self.next_revision else 0,
-                        f"etcd watch on {self.key} broken ({_describe(e)}); retrying with backoff "
+                        f"etcd watch on {self.key} broken ({self.client.describe(e)}); retrying with backoff "
                         f"up to {WATCH_BACKOFF_CAP_S:g}s, will resume at revision "
                         f"{self.next_revision or 'now'}",
                     )
@@ -1227,12 +1281,14 @@ class LeaseKeeper:
                 failures += 1
                 # One stuck round (a frozen member picked once), retried on another member half
                 # a second later, is not worth a line; a second failure in a row is an outage.
+                if failures >= 2 and not warned and self.client.already_reported(self.client.describe(e)):
+                    warned = True  # the daemon has this bad password/certificate in its log already
                 if failures >= 2 and not warned:
                     warned = True
                     log.warning(
                         "etcd: cannot refresh %s (%s); retrying, the key expires %ss after the last keepalive",
                         self.key,
-                        _describe(e),
+                        self.client.describe(e),
                         self.ttl_s,
                     )
                 if not first_attempt.done():

@@ -37,12 +37,15 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from logferry import tlsdiag
+
 from .faults import FaultLog
 
 __all__ = ["CONSUMER_DEFAULTS", "GroupConsumer", "consumer_config"]
 
 log = logging.getLogger("logtransfer.consumer")
 kafka_log = logging.getLogger("logtransfer.kafka")
+kafka_log.addFilter(tlsdiag.RAW_SECURITY_LINES)  # said once, clearly, by the error callback
 
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "partition.assignment.strategy": "cooperative-sticky",
@@ -89,6 +92,7 @@ class GroupConsumer:
         strategies = [s.strip() for s in str(conf.get("partition.assignment.strategy", "")).split(",")]
         #: librdkafka uses the cooperative protocol only when every configured strategy is cooperative
         self.cooperative = bool(strategies) and all(s == "cooperative-sticky" for s in strategies)
+        self._errors = tlsdiag.KafkaErrors(conf)
         self.consumer = Consumer({**conf, "logger": kafka_log, "error_cb": self._on_error})
         self.closed = False
 
@@ -96,7 +100,9 @@ class GroupConsumer:
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
             raise KafkaException(err)
-        self.fault.fault(err.str(), key=err.name())
+        said = self._errors(err.name(), err.str())  # a bad certificate/password: one clear line
+        if said is not None:
+            self.fault.fault(said[1], key=said[0])
 
     def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]

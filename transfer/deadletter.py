@@ -33,6 +33,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from logferry import tlsdiag
+
 from .backoff import Backoff
 from .faults import FaultLog
 from .metrics import TransferMetrics
@@ -42,6 +44,7 @@ __all__ = ["DeadLetterProducer", "dead_letter_headers"]
 
 log = logging.getLogger("logtransfer.deadletter")
 kafka_log = logging.getLogger("logtransfer.kafka")
+kafka_log.addFilter(tlsdiag.RAW_SECURITY_LINES)  # said once, clearly, by the error callback
 
 
 def dead_letter_headers(d: DeadLetter, transfer_id: str) -> list[tuple[str, bytes]]:
@@ -70,6 +73,7 @@ class DeadLetterProducer:
         self.backoff = backoff or Backoff(0.5, 10.0)
         self.fault = FaultLog("dead-letter topic", log)
         self._admin_conf = {k: v for k, v in conf.items() if not k.startswith(("compression", "linger"))}
+        self._errors = tlsdiag.KafkaErrors(conf)
         self.producer = Producer({
             **conf,
             "acks": "all",
@@ -87,8 +91,8 @@ class DeadLetterProducer:
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
             log.error("dead-letter producer: fatal error %s", err.str())
-        else:
-            self.fault.fault(f"producer error: {err.str()}", key=err.name())
+        elif (said := self._errors(err.name(), err.str())) is not None:  # bad certificate/password: clear
+            self.fault.fault(said[1] if said[0] == "security" else f"producer error: {said[1]}", key=said[0])
 
     def ensure_topic(self, topic: str) -> None:
         """Create the dead-letter topic if it does not exist (best effort: brokers may auto-create it)."""

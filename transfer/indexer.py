@@ -35,6 +35,8 @@ import elastic_transport
 import elasticsearch
 from elasticsearch.serializer import JsonSerializer
 
+from logferry import tlsdiag
+
 from .backoff import Backoff
 from .esblock import BlockState, block_reason
 from .faults import FaultLog
@@ -147,13 +149,17 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
             return SPLIT, desc
         if isinstance(err, dict) and block_reason(status, err) is not None:
             return RETRY, desc  # a 403 block is not a credentials problem (see esblock)
-        if status in (401, 403):
+        if status == 401:
+            return RETRY, ("Elasticsearch refused the credentials (HTTP 401): wrong user name, password or API key; "
+                           "set [transfer] es_password (or es_password_file) or es_api_key to valid ones")
+        if status == 403:
             return RETRY, f"{desc}; check the credentials in the INI ([transfer] es_api_key / es_username)"
         return RETRY, desc
     if isinstance(exc, elastic_transport.ConnectionTimeout):
         return RETRY, f"timed out ({_first_line(exc)})"
     if isinstance(exc, elastic_transport.TlsError):
-        return RETRY, f"TLS error ({_first_line(exc)}); check [transfer] es_ca_file and the server certificate"
+        clear = tlsdiag.es_tls_explain(_first_line(exc), ca_key="[transfer] es_ca_file")
+        return RETRY, clear or f"TLS error ({_first_line(exc)}); check [transfer] es_ca_file and the server certificate"
     if isinstance(exc, elastic_transport.ConnectionError):
         return RETRY, f"cannot connect ({_first_line(exc)})"
     if isinstance(exc, elasticsearch.UnsupportedProductError):

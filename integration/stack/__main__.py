@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="install what is missing, start every service, wait until all serve")
     up.add_argument("--es-nodes", type=int, choices=(1, 3), default=1, help="Elasticsearch nodes (default 1)")
     up.add_argument("--kraft", action="store_true", help="run Kafka in KRaft mode instead of with ZooKeeper")
+    up.add_argument(
+        "--secure", action="store_true",
+        help="TLS and authentication everywhere: etcd with client certificates and users/roles, Kafka "
+        "SASL_SSL (SCRAM-SHA-512), Elasticsearch behind an nginx TLS proxy with basic auth/API key; "
+        "certificates and secrets under <workdir>/security (see docs/security.md)",
+    )
     up.add_argument("--no-es", action="store_true", help="do not start Elasticsearch (agent-only work)")
     up.add_argument("--kafka-heap-mb", type=int, default=512, help="Kafka JVM max heap (default 512)")
     up.add_argument("--es-heap-mb", type=int, default=512, help="heap of each Elasticsearch node (default 512)")
@@ -83,13 +89,13 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         started = time.monotonic()
         opts = StackOptions(
             es_nodes=args.es_nodes, kraft=args.kraft, with_es=not args.no_es,
-            kafka_heap_mb=args.kafka_heap_mb, es_heap_mb=args.es_heap_mb, bind=args.bind,
+            kafka_heap_mb=args.kafka_heap_mb, es_heap_mb=args.es_heap_mb, bind=args.bind, secure=args.secure,
         )
         stack = Stack(workdir=workdir, options=opts, log=_log)
         stack.up()
         _log(f"stack up in {time.monotonic() - started:.1f}s; endpoints in {workdir / 'stack.env'}:")
         for k, v in stack.env().items():
-            print(f"  {k}={v}")
+            print(f"  {k}={'***' if 'PASSWORD' in k or 'API_KEY' in k else v}")
         return 0
     if stack is None:
         print(f"stack: no stack recorded in {workdir} (start one with `make stack-up`)", file=sys.stderr)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import downloads
+from . import downloads, security
 from .procs import ProcRecord, free_ports, spawn, stop, tail
 
 Log = Callable[[str], None]
@@ -47,6 +47,8 @@ class StackOptions:
     # Peer/transport/ZooKeeper ports stay on loopback. Default loopback; `--bind 10.77.0.1`
     # lets the lab's containers reach the stack.
     bind: str = "127.0.0.1"
+    # TLS and authentication on every service (integration/stack/security.py; ZooKeeper mode only).
+    secure: bool = False
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -62,6 +64,8 @@ class Stack:
     procs: dict[str, ProcRecord] = field(default_factory=dict)
     started_at: float = 0.0
     log: Log = print
+    # the secured stack's certificates and secrets, while `up` defines the services
+    material: security.Material | None = field(default=None, repr=False)
 
     # ----------------------------------------------------------------- state file
     @property
@@ -109,13 +113,15 @@ class Stack:
         if not self.options.kraft:
             names.append("zookeeper")
         names.append("kafka")
-        return names + self.es_names
+        return names + self.es_names + (["esproxy"] if self.options.secure and self.es_names else [])
 
     def resolve(self, name: str) -> list[str]:
         """Turn a service or group name (`etcd`, `es`) into member names."""
         groups = {"etcd": self.etcd_names, "es": self.es_names, "elasticsearch": self.es_names}
         if name in groups:
             return groups[name]
+        if name == "esproxy" and "esproxy" not in self.procs:
+            raise StackError("no service named 'esproxy': it runs only in a stack started with --secure")
         if name not in self.procs:
             raise StackError(f"no service named {name!r}; known: {', '.join(self.service_names)}, etcd, es")
         return [name]
@@ -134,7 +140,26 @@ class Stack:
         if self.es_names:
             env["ES_URL"] = f"http://{b}:{p['es1_http']}"
             env["ES_URLS"] = ",".join(f"http://{b}:{p[f'{n}_http']}" for n in self.es_names)
+        if self.options.secure:
+            env |= self._secure_env()
         return env
+
+    def _secure_env(self) -> dict[str, str]:
+        """Clients use the secured endpoints; the plain ones stay for the stack's own admin."""
+        p, b = self.ports, self.options.bind
+        env = {
+            "ETCD_ENDPOINTS": ",".join(f"https://{b}:{p[f'{n}_client']}" for n in self.etcd_names),
+            "KAFKA_BOOTSTRAP_SERVERS": f"{b}:{p['kafka']}",
+            "KAFKA_ADMIN_BOOTSTRAP_SERVERS": f"127.0.0.1:{p['kafka_plain']}",
+        }
+        for kind in security.BAD_KINDS:
+            env[f"KAFKA_BAD_{kind.upper()}"] = f"{b}:{p[f'kafka_bad_{kind}']}"
+        if self.es_names:
+            env["ES_DIRECT_URL"] = f"http://127.0.0.1:{p['es1_http']}"
+            env["ES_URL"] = env["ES_URLS"] = f"https://{b}:{p['esproxy']}"
+            for kind in security.BAD_KINDS:
+                env[f"ES_BAD_{kind.upper()}"] = f"https://{b}:{p[f'esproxy_bad_{kind}']}"
+        return env | security.Material.load(self.workdir).env()
 
     def write_env(self) -> None:
         env = self.env()
@@ -143,12 +168,18 @@ class Stack:
             + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
         )
         (self.workdir / "stack.env.json").write_text(json.dumps(env, indent=2) + "\n")
+        if self.options.secure:  # it holds the secured stack's passwords
+            for f in ("stack.env", "stack.env.json"):
+                (self.workdir / f).chmod(0o600)
 
     # ----------------------------------------------------------------- definitions
     def _allocate_ports(self) -> None:
         names = [f"{n}_{k}" for n in self.etcd_names for k in ("client", "peer")]
         names += ["kafka", "kafka_controller", "zookeeper"]
         names += [f"{n}_{k}" for n in self.es_names for k in ("http", "transport")]
+        if self.options.secure:
+            names += ["kafka_plain", "esproxy"]
+            names += [f"{s}_bad_{k}" for s in ("kafka", "esproxy") for k in security.BAD_KINDS]
         self.ports = dict(zip(names, free_ports(len(names)), strict=True))
 
     def _define_etcd(self, etcd_bin: str) -> None:
@@ -157,7 +188,7 @@ class Stack:
         token = "logferry-" + secrets.token_hex(4)
         for n in self.etcd_names:
             data = self.workdir / n
-            client = f"http://{self.options.bind}:{p[f'{n}_client']}"
+            client = f"{'https' if self.options.secure else 'http'}://{self.options.bind}:{p[f'{n}_client']}"
             peer = f"http://127.0.0.1:{p[f'{n}_peer']}"
             self.procs[n] = ProcRecord(
                 name=n,
@@ -169,6 +200,7 @@ class Stack:
                     "--initial-cluster-token", token, "--logger", "zap",
                     "--log-outputs", "stderr", "--auto-compaction-retention", "1h",
                     "--quota-backend-bytes", str(1 << 30),
+                    *(security.etcd_tls_args(self.material) if self.options.secure else []),
                 ],
                 log=str(data / "etcd.log"),
                 cwd=str(data),
@@ -231,6 +263,9 @@ class Stack:
                 "zookeeper.connect": f"127.0.0.1:{p['zookeeper']}",
                 "zookeeper.connection.timeout.ms": "30000",
             }
+        if self.options.secure:
+            props |= security.kafka_listener_props(self.material, self.options.bind, p)
+            self._kafka_admin_cmd = (java, [*common_jvm, "-Xmx256m"], cp)
         (kdir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         self.procs["kafka"] = ProcRecord(
             name="kafka",
@@ -268,12 +303,16 @@ class Stack:
                 initial_master_nodes=names if len(names) > 1 else [],
                 heap_mb=self.options.es_heap_mb,
                 # Tests clean up their indices by pattern (it-<unique>*): allow wildcard deletes.
-                extra_settings={"action.destructive_requires_name": "false", "http.host": self.options.bind},
+                # Secured: only the TLS proxy in front of ES listens on the clients' address.
+                extra_settings={"action.destructive_requires_name": "false",
+                                "http.host": "127.0.0.1" if self.options.secure else self.options.bind},
             )
             self.procs[n] = ProcRecord(name=n, argv=argv, log=str(home / "elasticsearch.log"), cwd=str(home))
 
     # ----------------------------------------------------------------- readiness
     def _ready(self, name: str) -> bool:
+        if self.options.secure:
+            return security.service_ready(name, self.ports, self.options.bind, len(self.es_names), self.workdir)
         return service_ready(name, self.ports, self.options.bind, len(self.es_names))
 
     def wait_ready(self, names: list[str], timeout_s: float) -> None:
@@ -313,10 +352,19 @@ class Stack:
         java = downloads.ensure_java(self.log)
         kafka_lib = downloads.ensure_kafka(self.log)
         self._allocate_ports()
+        if self.options.secure:
+            if self.options.kraft:
+                raise StackError("--secure runs Kafka with ZooKeeper (SCRAM users are made there); drop --kraft")
+            self.log("making certificates and users for the secured stack (openssl)")
+            self.material = security.prepare(self.workdir, self.options.bind)
         self._define_etcd(etcd_bin)
         self._define_kafka(java, kafka_lib)
         if self.es_names:
             self._define_es()
+            if self.options.secure:
+                security.ensure_nginx(self.log)
+                self.procs["esproxy"] = security.nginx_define(self.material, self.options.bind, self.ports,
+                                                              self.ports["es1_http"])
         self.started_at = time.monotonic()
         try:
             # Boot in dependency order but overlap the slow JVMs: ES and ZooKeeper start at
@@ -327,11 +375,20 @@ class Stack:
             self.save()
             if not self.options.kraft:
                 self.wait_ready(["zookeeper"], 60)
+            if self.options.secure:
+                java_bin, jvm, cp = self._kafka_admin_cmd
+                security.kafka_add_users(self.material, java_bin, cp, f"127.0.0.1:{self.ports['zookeeper']}", jvm)
             spawn(self.procs["kafka"])
             self.save()
             self.wait_ready(self.etcd_names, 60)
+            if self.options.secure:
+                security.etcd_enable_auth(self.material, f"{self.options.bind}:{self.ports['etcd1_client']}")
             self.wait_ready(["kafka"], 90)
             self.wait_ready(self.es_names, 150)
+            if "esproxy" in self.procs:
+                spawn(self.procs["esproxy"])
+                self.save()
+                self.wait_ready(["esproxy"], 30)
         except BaseException:
             self.save()
             self.log("start-up failed; stopping what was started")
@@ -342,7 +399,7 @@ class Stack:
 
     def down(self) -> list[str]:
         """Stop exactly the recorded processes: Kafka before ZooKeeper, so it can deregister."""
-        order = ["kafka", *self.es_names, "zookeeper", *self.etcd_names]
+        order = ["esproxy", "kafka", *self.es_names, "zookeeper", *self.etcd_names]
         stopped = []
         for n in order:
             rec = self.procs.get(n)
@@ -400,6 +457,8 @@ class Stack:
     def etcd_leader(self) -> str | None:
         """The member name of the current etcd leader, asked from each live member's HTTP API."""
         live = [n for n in self.etcd_names if self.procs[n].alive()]
+        if self.options.secure:
+            return security.etcd_leader(self.workdir, live, self.ports, self.options.bind)
         return etcd_leader(live, self.ports, self.options.bind)
 
     def status_rows(self) -> list[tuple[str, str, str, str]]:

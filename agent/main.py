@@ -42,6 +42,7 @@ from logferry.etcd import EtcdClient, EtcdError, LeaseKeeper, WatchEvent
 
 from .collectlist import CollectList
 from .diskstate import DiskState
+from .filters import InputPipeline, pipeline_for
 from .hostip import host_ip
 from .metrics import AgentMetrics
 from .producer import KafkaSink, refusal_reason
@@ -96,6 +97,9 @@ class Agent:
         self.refusals = Refusals()  # records Kafka refused for good, held per file (agent/refusals.py)
         self.tail.paused = self.refusals.files  # a held file is not read until its refusal is over
         self._encoders: dict[str, SourceEncoder] = {}  # source_id -> its encoder (and Kafka key)
+        #: input id (its path) -> its filter/parser and counts; only inputs that filter or parse
+        self._pipes: dict[str, InputPipeline] = {}
+        self._filtering = False  # some input has include_lines/exclude_lines
         self.etcd: EtcdClient | None = None
         self.watch = None
         self.lease: LeaseKeeper | None = None
@@ -121,13 +125,25 @@ class Agent:
                             + (f"using the saved collect list of revision {saved.revision}" if saved
                                else "no saved collect list: collecting nothing until etcd answers"))
             if saved:
-                self.tail.set_inputs(saved.inputs)
+                self.set_inputs(saved.inputs)
             # Follow from just after what we have: the watch replays what we missed, or resyncs.
             start_revision = (saved.revision + 1) if saved else 1
         self.watch = self.etcd.watch(self.collect_key, prefix=False, start_revision=start_revision,
                                      sink=self.events)
         self.lease = LeaseKeeper(self.etcd, self.keys.agent_status(self.ip), lambda: self._status_doc,
                                  ttl_s=10, refresh_s=max(1.0, self.cfg.agent.status_interval_s))
+
+    def set_inputs(self, inputs: list) -> None:
+        """Hand the inputs to the tail manager and build each one's filter and parser (compiled once)."""
+        self.tail.set_inputs(inputs)
+        old = self._pipes
+        pipes = {}
+        for spec in inputs:
+            pipe = pipeline_for(spec, old.get(spec.path))
+            if pipe is not None:
+                pipes[spec.path] = pipe
+        self._pipes = pipes
+        self._filtering = any(p.filter is not None for p in pipes.values())
 
     def apply_list(self, raw: bytes | None, revision: int) -> None:
         if revision and revision <= self.collect.applied.revision and self.collect.applied.source == "etcd":
@@ -139,7 +155,7 @@ class Agent:
                 self.save_ok("collect list")
             if self.last_error and "collect list" in self.last_error:
                 self.last_error = None  # a refused (or unreachable) list was replaced by a good one
-            self.tail.set_inputs(self.collect.applied.inputs)
+            self.set_inputs(self.collect.applied.inputs)
             self.retarget_refused()
             log.info("collect list of revision %d applied: %d input(s) %s", revision,
                      len(self.collect.applied.inputs), [i.path for i in self.collect.applied.inputs])
@@ -151,7 +167,7 @@ class Agent:
                 # as when etcd is down at start, rather than collect nothing.
                 saved = self.collect.load_saved()
                 if saved:
-                    self.tail.set_inputs(saved.inputs)
+                    self.set_inputs(saved.inputs)
                     log.warning("collect list in etcd refused at start; using the saved collect list of "
                                 "revision %d (%d input(s)) until a good one is written", saved.revision,
                                 len(saved.inputs))
@@ -217,6 +233,7 @@ class Agent:
         files += [{"path": e.path, "error": str(e)} for e in self.tail.errors]
         self.metrics.files_tracked.set(len(files))
         self.metrics.sync_tracker(self.tail.counters)
+        self.metrics.sync_inputs(self._pipes.values())
         self.metrics.lag_bytes.set(sum(f.get("lag_bytes", 0) for f in files))
         applied = self.collect.applied
         held = self.refusals.held_lines()
@@ -241,6 +258,7 @@ class Agent:
             "files_lost": list(self.tail.losses),
             "disk": self.disk.status(),
             "counters": self.metrics.summary(),
+            "inputs": [{"path": p.path, **p.counts()} for p in self._pipes.values()],
             "last_error": self.collect.last_error or self.disk.error or self.refusals.error or self.last_error,
         }
         self._status_doc = json.dumps(doc, separators=(",", ":")).encode()
@@ -260,7 +278,27 @@ class Agent:
         return reasons + [e for e in (self.refusals.error, self.disk.error) if e]
 
     # ----------------------------------------------------------------- data path
+    def drop_filtered(self, events: list) -> list:
+        """The events the inputs' ``include_lines``/``exclude_lines`` keep; the others are counted
+        and acknowledged at once (their offsets move as if Kafka had taken them), never sent."""
+        pipes = self._pipes
+        kept, dropped = [], []
+        for ev in events:
+            pipe = pipes.get(ev.input_id)
+            if pipe is None or pipe.filter is None or pipe.filter.keep(ev.raw.decode("utf-8", "replace")):
+                kept.append(ev)
+            else:
+                pipe.dropped += 1
+                dropped.append(ev)
+        if dropped:
+            self.tail.ack_many([(ev.identity, ev.next_offset) for ev in dropped])
+            self.metrics.lines_read.inc(len(dropped))
+            self.metrics.bytes_read.inc(sum(ev.next_offset - ev.offset for ev in dropped))
+        return kept
+
     def produce_events(self, events: list) -> None:
+        if self._filtering and events:
+            events = self.drop_filtered(events)
         if not events:
             return
         # One stamp per batch. A line read before a crash gets the stamp it was sent with (the
@@ -294,24 +332,46 @@ class Agent:
         # Consecutive events of one file (same source, path, fields, topic) form a run: one
         # encoder, one Kafka key, one call into the sink.
         run: list[tuple[bytes, Any]] = []
-        src = path = fields = topic = enc = None
+        src = path = fields = topic = enc = inp = None
+        pipes = self._pipes
+        pipe: InputPipeline | None = None
+        parser = None
         for ev, ts in zip(events, stamps, strict=True):
-            if ev.source_id is not src or ev.path is not path or ev.fields is not fields or ev.topic is not topic:
+            if ev.source_id is not src or ev.path is not path or ev.fields is not fields or ev.topic is not topic \
+                    or ev.input_id is not inp:
                 if run:
                     produce_many(topic, enc.key, run)
                     run = []
-                src, path, fields, topic = ev.source_id, ev.path, ev.fields, ev.topic
+                src, path, fields, topic, inp = ev.source_id, ev.path, ev.fields, ev.topic, ev.input_id
                 enc = encoders.get(src)
                 if enc is None or enc.path != path or enc.fields is not fields:
                     enc = self._encoder(ev)
                 limit = value_limit(topic, len(enc.key))
+                pipe = pipes.get(inp) if pipes else None
+                parser = pipe.parser if pipe is not None else None
             if ts is None:
                 tj = now_json
             else:
                 tj = ts_json.get(ts)
                 if tj is None:
                     tj = ts_json[ts] = timestamp_json(ts)
-            value = enc.encode(ev.raw, ev.offset, tj, ev.truncated, ev.lines)
+            if parser is None:
+                value = enc.encode(ev.raw, ev.offset, tj, ev.truncated, ev.lines)
+            else:
+                # Parsed from the line alone (and its journalled read time): a line read again
+                # after a crash gets the same fields, @timestamp and event.id.
+                text = ev.raw.decode("utf-8", "replace")
+                p = parser(text, now if ts is None else ts)
+                if p.error is None:
+                    pipe.parsed += 1
+                else:
+                    pipe.failed += 1
+                if p.ts is not None:  # (lines of one second share their time: formatted once a batch)
+                    tj = ts_json.get(p.ts)
+                    if tj is None:
+                        tj = ts_json[p.ts] = timestamp_json(p.ts)
+                value = enc.encode_parsed(text, ev.offset, tj, ev.truncated, ev.lines, p.log_part, p.event_part,
+                                          p.top_part, p.error is not None)
             if len(value) > limit:
                 value = self.fit(enc, ev, tj, value, limit)
                 truncated += 1

@@ -6,6 +6,9 @@ interpreter without "duplicated timeseries" errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from logferry.httpstatus import HealthCheck, serve
@@ -37,6 +40,12 @@ class AgentMetrics:
                                   registry=r)
         self.bytes_lost = Counter("logagent_bytes_lost", "Bytes known unread in files gone before they were read",
                                   registry=r)
+        self.lines_dropped = Counter("logagent_lines_dropped", "Lines dropped by an input's include_lines/"
+                                     "exclude_lines", ["input"], registry=r)
+        self.lines_parsed = Counter("logagent_lines_parsed", "Lines parsed into fields by an input's parse",
+                                    ["input"], registry=r)
+        self.parse_failures = Counter("logagent_parse_failures", "Lines sent unparsed (flagged parse_failure) "
+                                      "because they were not in their input's format", ["input"], registry=r)
         self.backpressure = Gauge("logagent_backpressure", "1 while reading is paused for Kafka", registry=r)
 
     def serve(self, address: str, health: HealthCheck) -> None:
@@ -60,6 +69,17 @@ class AgentMetrics:
             "files_lost": self.files_lost._value.get(),
             "bytes_lost": self.bytes_lost._value.get(),
         }
+
+    def sync_inputs(self, pipes: Iterable[Any]) -> None:
+        """Bring the inputs' filter and parse counts (agent/filters.py) into the labelled counters."""
+        for pipe in pipes:
+            for name, metric, now in (("dropped", self.lines_dropped, pipe.dropped),
+                                      ("parsed", self.lines_parsed, pipe.parsed),
+                                      ("failed", self.parse_failures, pipe.failed)):
+                delta = now - pipe.exported.get(name, 0)
+                if delta > 0:
+                    metric.labels(input=pipe.path).inc(delta)
+                    pipe.exported[name] = now
 
     def sync_tracker(self, counters: dict[str, int]) -> None:
         """Bring the file tracker's own counters (agent/tailer.py) into the Prometheus counters."""

@@ -6,7 +6,8 @@
 3. latency: append → searchable through both daemons at 1,000 and 10,000 lines/s;
 4. manyfiles: logagent with 1,000 files, idle and at 10,000 lines/s in total;
 5. console: the console's search (24 h, histogram and counts) and a line's context on 1,000,000
-   documents next to Elasticsearch answering the same searches directly, and its live tail.
+   documents next to Elasticsearch answering the same searches directly, and its live tail;
+6. parse: logagent with nginx_combined and JSON parsing against the same files unparsed (bench/parse_bench.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from . import common
 from .common import REPO, say
 
-PARTS = ("throughput", "transfer", "latency", "manyfiles", "console")
+PARTS = ("throughput", "transfer", "latency", "manyfiles", "console", "parse")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,6 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--console-rounds", type=int, default=10, help="rounds of the console's search queries")
     ap.add_argument("--tail-rate", type=int, default=100, help="lines/s for the console's live-tail run")
     ap.add_argument("--tail-seconds", type=float, default=30.0, help="length of the console's live-tail run")
+    ap.add_argument("--parse-lines", type=int, default=500_000, help="lines for each parse run (part parse)")
     ap.add_argument("--skip-peers", action="store_true", help="only logferry (no rsyslog, kcat, direct bulk)")
     ap.add_argument("--quick", action="store_true",
                     help="a fast smoke run: 100k lines, 100k records, 15 s latency runs, 10 s many-files windows; "
@@ -78,6 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.console_docs = min(a.console_docs, 100_000)
         a.console_rounds = min(a.console_rounds, 3)
         a.tail_seconds = min(a.tail_seconds, 10.0)
+        a.parse_lines = min(a.parse_lines, 100_000)
         a.no_report = True
     a.out = a.out or REPO / "bench" / "results" / ("quick.json" if a.quick else "latest.json")
     a.parts = [p.strip() for p in a.only.split(",") if p.strip()]
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
         "machine": common.machine(),
         "loadavg_start": common.loadavg(),
-        "throughput": [], "transfer": [], "latency": [], "manyfiles": None, "console": None, "errors": [],
+        "throughput": [], "transfer": [], "latency": [], "manyfiles": None, "console": None, "parse": None,
+        "errors": [],
     }
     if a.agent_src:
         common.AGENT_ENV["PYTHONPATH"] = str(a.agent_src.resolve())
@@ -178,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
                 results["console"]["tail"] = console_bench.run_tail(stack, work, a.tail_rate, a.tail_seconds)
             except Exception as e:
                 _fail(results, "console tail", e)
+            _save(a.out, results)
+        if "parse" in a.parts:
+            from . import parse_bench
+
+            try:
+                results["parse"] = parse_bench.run_parse(stack, work, a.parse_lines, timeout_s=timeout)
+            except Exception as e:
+                _fail(results, "parse", e)
             _save(a.out, results)
     finally:
         results["loadavg_end"] = common.loadavg()

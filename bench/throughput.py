@@ -51,11 +51,13 @@ def _result(name: str, files: int, lines: int, nbytes: int, seconds: float, cpu:
 # ------------------------------------------------------------------------------------ logagent
 def run_logagent(stack: StackRef, paths: list[Path], lines: int, work: Path, *, timeout_s: float,
                  label: str = "logagent", extra_agent: dict | None = None, extra_kafka: dict | None = None,
-                 profile_svg: Path | None = None, keep_topic: str | None = None) -> dict:
+                 profile_svg: Path | None = None, keep_topic: str | None = None,
+                 input_extra: dict | None = None) -> dict:
     topic = create_topic(stack.kafka, keep_topic or f"bench-agent-{uuid.uuid4().hex[:8]}", 6)
     prefix = f"/bench-{uuid.uuid4().hex[:8]}"
     globs = sorted({str(p.parent / "*.log") for p in paths})
-    set_collect(stack.etcd, prefix, HOST_IP, [{"path": g, "topic": topic, "start_at": "beginning"} for g in globs])
+    set_collect(stack.etcd, prefix, HOST_IP,
+                [{"path": g, "topic": topic, "start_at": "beginning", **(input_extra or {})} for g in globs])
     sizes = {str(p): p.stat().st_size for p in paths}
     nbytes = sum(sizes.values())
     watch = OffsetWatcher(stack.kafka, topic)

@@ -136,6 +136,7 @@ def agent_lines(h: HostView, now: datetime, *, before: dict[str, Any] | None = N
                    f"retries {fmt_count(counters.get('retries'))}, "
                    f"truncated lines {fmt_count(counters.get('lines_truncated'))}, "
                    f"lists refused {fmt_count(counters.get('config_rejected'))}")
+    out += _input_lines(st.get("inputs"))
     out.append(f"  error     {st.get('last_error') or '-'}")
     lost = st.get("files_lost") if isinstance(st.get("files_lost"), list) else []
     for loss in lost[-5:]:
@@ -159,6 +160,28 @@ def agent_lines(h: HostView, now: datetime, *, before: dict[str, Any] | None = N
         out += ["    " + ln for ln in table.splitlines()]
     else:
         out.append("  files     none found for the inputs in force")
+    return out
+
+
+_INPUT_COUNTS = (("lines_parsed", "parsed"), ("parse_failures", "parse failures"), ("lines_dropped", "dropped"))
+
+
+def _input_lines(inputs: Any) -> list[str]:
+    """One line per input that parsed, failed to parse or dropped lines (the agent's ``inputs``,
+    counts since it started); inputs with nothing to show are left out, so a host without
+    ``parse`` or filters shows nothing. Failures name the query that finds them."""
+    out = []
+    failures = False
+    for inp in inputs if isinstance(inputs, list) else []:
+        if not isinstance(inp, dict):
+            continue
+        counts = [(label, inp.get(key)) for key, label in _INPUT_COUNTS]
+        shown = [f"{label} {fmt_count(v)}" for label, v in counts if isinstance(v, int | float) and v]
+        if shown:
+            out.append(f"  input     {inp.get('path', '?')}: {', '.join(shown)}")
+            failures = failures or bool(inp.get("parse_failures"))
+    if failures:
+        out.append("            (lines that did not parse: logctl search 'log.flags:parse_failure')")
     return out
 
 

@@ -209,7 +209,7 @@ class SourceEncoder:
     and :attr:`key` is ``source_key(host_ip, file_identity)``.
     """
 
-    __slots__ = ("_h0", "_mid", "_tail", "fields", "file_identity", "key", "path")
+    __slots__ = ("_after_event", "_h0", "_mid", "_tail", "fields", "file_identity", "key", "path")
 
     def __init__(self, *, host_name: str, host_ip: str, path: str, file_identity: str,
                  fields: Mapping[str, Any] | tuple[tuple[str, str], ...] | None, agent_version: str) -> None:
@@ -230,6 +230,7 @@ class SourceEncoder:
             fields_part = _fields_json(fields)
         self._tail = _frame("".join(('"}', fields_part, ',"agent":{"type":"logferry","version":',
                                      _enc(agent_version), "}}")))
+        self._after_event = self._tail[2:]  # what follows the event object (encode_parsed)
 
     def encode(self, raw: bytes, offset: int, ts_json: bytes, truncated: bool = False, lines: int = 1) -> bytes:
         """The record of the line ``raw`` (bytes, no terminator) at ``offset``; ``ts_json`` from
@@ -242,6 +243,33 @@ class SourceEncoder:
         return b"".join((b'{"@timestamp":"', ts_json, b'","message":', msg, self._mid, off,
                          _FLAGS[lines > 1, bool(truncated)], b'},"event":{"id":"',
                          binascii.hexlify(h.digest()), self._tail))
+
+
+    def encode_parsed(self, text: str, offset: int, ts_json: bytes, truncated: bool, lines: int,
+                      log_part: bytes, event_part: bytes, top_part: bytes, failed: bool) -> bytes:
+        """:meth:`encode` for a parsed line (agent/parsers.py): the raw line stays in ``message``.
+
+        ``text`` is the line already decoded (with replacement) for the parser. ``log_part``,
+        ``event_part`` and ``top_part`` are JSON members (``,"k":v...``) spliced inside ``log``,
+        inside ``event`` and at the top level; ``failed`` adds the ``parse_failure`` flag. The
+        ``event.id`` is the same as :meth:`encode` gives the line: it depends on where the line
+        is, never on what it says, so a re-read line replaces its first copy.
+        """
+        msg = _enc(text).encode("utf-8")
+        off = b"%d" % offset
+        h = self._h0.copy()
+        h.update(off)
+        if failed:
+            flags = [b'"multiline"'] if lines > 1 else []
+            if truncated:
+                flags.append(b'"truncated"')
+            flags.append(b'"parse_failure"')
+            flag_part = b',"flags":[' + b",".join(flags) + b"]"
+        else:
+            flag_part = _FLAGS[lines > 1, bool(truncated)]
+        return b"".join((b'{"@timestamp":"', ts_json, b'","message":', msg, self._mid, off, flag_part, log_part,
+                         b'},"event":{"id":"', binascii.hexlify(h.digest()), b'"', event_part, b"}", top_part,
+                         self._after_event))
 
 
 def _reject_constant(name: str) -> Any:

@@ -25,7 +25,9 @@ __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "InputSpec",
     "Multiline",
+    "Parse",
     "SchemaError",
+    "Timestamp",
     "TransferConfig",
     "dump_collect_list",
     "dump_transfer_config",
@@ -297,9 +299,189 @@ class Multiline:
         }
 
 
+# --- Parse and Timestamp (the parsing itself is agent/parsers.py) -------------------------------
+
+#: formats with their own time in the line, which becomes @timestamp
+LINE_TIME_FORMATS = ("nginx_combined", "nginx_common", "apache_combined", "apache_common", "syslog",
+                     "syslog_rfc3164", "syslog_rfc5424")
+PARSE_FORMATS = ("json", "kv", "regex", *LINE_TIME_FORMATS)
+_PARSE_KEYS = ("format", "target", "max_depth", "max_fields", "pattern")
+_TIMESTAMP_KEYS = ("field", "format", "timezone")
+#: envelope fields a parser may never write (logferry's own, or the raw line)
+RESERVED_FIELDS = ("@timestamp", "message", "host", "log.file", "log.offset", "log.flags", "event.id",
+                   "agent", "fields", "error")
+_FIELD_PATH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
+_TS_NAMED = ("iso8601", "unix", "unix_ms")
+
+
+def _reserved(path: str) -> str | None:
+    """The reserved envelope field ``path`` is, or lies inside or above, else None."""
+    for r in RESERVED_FIELDS:
+        if path == r or path.startswith(r + ".") or r.startswith(path + "."):
+            return r
+    return None
+
+
+def _field_path(value: Any) -> str:
+    if not isinstance(value, str) or not _FIELD_PATH_RE.fullmatch(value) or len(value) > 256:
+        raise _Problem(f"must be a dotted field name such as app or http.response.status_code "
+                       f"(letters, digits, _ and -); got {_show(value)}")
+    hit = _reserved(value)
+    if hit is not None:
+        raise _Problem(f"{_show(value)} would overwrite logferry's own field {hit}; choose another name")
+    return value
+
+
+def _timezone(value: Any) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(value, str) or not value:
+        raise _Problem(f'must be a time zone name such as "UTC" or "Europe/Berlin"; got {_show(value)}')
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _Problem(f'unknown time zone {_show(value)}; use an IANA name such as "UTC" or "Europe/Berlin"') \
+            from None
+    return value
+
+
+def _ts_format(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Problem(f'must be "iso8601", "unix", "unix_ms" or a strptime format such as '
+                       f'"%d/%b/%Y:%H:%M:%S %z"; got {_show(value)}')
+    if value not in _TS_NAMED:
+        if "%" not in value:
+            raise _Problem(f'{_show(value)} is neither "iso8601", "unix", "unix_ms" nor a strptime format '
+                           '(strptime formats hold % directives, such as "%Y-%m-%d %H:%M:%S")')
+        try:
+            datetime.now(UTC).strftime(value)
+        except ValueError as e:
+            raise _Problem(f"not a usable strptime format ({e}): {_show(value)}") from None
+    return value
+
+
+@dataclass(frozen=True)
+class Timestamp:
+    """Which parsed field becomes ``@timestamp``, and how to read it.
+
+    ``field`` is the field's name in the indexed document (``app.time`` for JSON under target
+    ``app``). ``format``: ``iso8601`` (the default), ``unix`` (seconds), ``unix_ms`` or a strptime
+    format. ``timezone`` applies to times written without an offset (default UTC).
+    """
+
+    field: str
+    format: str = "iso8601"
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        w = "timestamp"
+        if not isinstance(self.field, str) or not _FIELD_PATH_RE.fullmatch(self.field):
+            raise _bad(w, "field", f"must be the dotted name of a parsed field such as app.time; got "
+                                   f"{_show(self.field)}")
+        _check(w, "format", _ts_format, self.format)
+        _check(w, "timezone", _timezone, self.timezone)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Timestamp:
+        if not isinstance(obj, dict):
+            problem = f'must be an object like {{"field": "app.time", "format": "iso8601"}}; got {_show(obj)}'
+            raise SchemaError(f"timestamp: {problem}", field=None, problem=problem)
+        for key in obj:
+            if key not in _TIMESTAMP_KEYS:
+                raise _bad("timestamp", key, _unknown_key(key, _TIMESTAMP_KEYS))
+        if "field" not in obj:
+            raise _bad("timestamp", "field", "missing; give the parsed field holding the time, such as app.time")
+        return cls(**obj)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field}
+        if self.format != "iso8601":
+            out["format"] = self.format
+        if self.timezone != "UTC":
+            out["timezone"] = self.timezone
+        return out
+
+
+def _regex_field(group: str) -> str:
+    """A named group's field: ``__`` stands for the dot Python forbids in group names."""
+    return group.replace("__", ".")
+
+
+@dataclass(frozen=True)
+class Parse:
+    """How an input's lines become fields (agent/parsers.py does it; docs/parsing.md says what each gives).
+
+    ``target``: where JSON objects (default ``json``) and key=value pairs (default ``kv``) go.
+    ``max_depth`` and ``max_fields`` bound a JSON line, so one line cannot explode the index's
+    mapping: deeper objects are kept as JSON text, a line with more fields is indexed unparsed.
+    ``pattern`` (format regex): a Python regular expression with named groups, one per field;
+    ``__`` in a group name stands for a dot (``(?P<http__response__status_code>\\d+)``).
+    """
+
+    format: str
+    target: str | None = None
+    max_depth: int = 5
+    max_fields: int = 200
+    pattern: str | None = None
+
+    def __post_init__(self) -> None:
+        w = "parse"
+        _check(w, "format", _choice(*PARSE_FORMATS), self.format)
+        fmt = self.format
+        if self.target is not None:
+            if fmt not in ("json", "kv"):
+                raise _bad(w, "target", f'applies to formats "json" and "kv" only, not "{fmt}"; remove it')
+            _check(w, "target", _field_path, self.target)
+        else:
+            object.__setattr__(self, "target", {"json": "json", "kv": "kv"}.get(fmt))
+        _check(w, "max_depth", _int_range(1, 20), self.max_depth)
+        _check(w, "max_fields", _int_range(1, 10_000), self.max_fields)
+        if fmt == "regex":
+            if self.pattern is None:
+                raise _bad(w, "pattern", 'missing; format "regex" needs a pattern with named groups such as '
+                                         '"^(?P<log__level>\\w+) (?P<service__name>\\S+)"')
+            _check(w, "pattern", _regex, self.pattern)
+            groups = list(_compile(self.pattern).groupindex)
+            if not groups:
+                raise _bad(w, "pattern", f"has no named group, so it gives no field; name the parts such as "
+                                         f"(?P<log__level>\\w+): {_show(self.pattern)}")
+            for g in groups:
+                try:
+                    _field_path(_regex_field(g))
+                except _Problem as p:
+                    raise _bad(w, "pattern", f"group {g}: {p}") from None
+        elif self.pattern is not None:
+            raise _bad(w, "pattern", f'applies to format "regex" only, not "{fmt}"; remove it')
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Parse:
+        if not isinstance(obj, dict):
+            problem = f'must be an object like {{"format": "nginx_combined"}}; got {_show(obj)}'
+            raise SchemaError(f"parse: {problem}", field=None, problem=problem)
+        for key in obj:
+            if key not in _PARSE_KEYS:
+                raise _bad("parse", key, _unknown_key(key, _PARSE_KEYS))
+        if "format" not in obj:
+            raise _bad("parse", "format", f"missing; give one of {', '.join(PARSE_FORMATS)}")
+        return cls(**obj)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": self.format}
+        if self.target is not None and self.target != {"json": "json", "kv": "kv"}.get(self.format):
+            out["target"] = self.target
+        if self.format == "json" and self.max_depth != 5:
+            out["max_depth"] = self.max_depth
+        if self.format in ("json", "kv") and self.max_fields != 200:
+            out["max_fields"] = self.max_fields
+        if self.pattern is not None:
+            out["pattern"] = self.pattern
+        return out
+
+
 # --- InputSpec ---------------------------------------------------------------------------------
 
-_INPUT_KEYS = ("path", "topic", "multiline", "fields", "exclude_files", "start_at", "max_line_bytes")
+_INPUT_KEYS = ("path", "topic", "multiline", "fields", "exclude_files", "start_at", "max_line_bytes",
+               "parse", "timestamp", "include_lines", "exclude_lines")
 
 
 @dataclass(frozen=True)
@@ -320,6 +502,10 @@ class InputSpec:
     exclude_files: tuple[str, ...] = ()
     start_at: str = "end"
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    parse: Parse | None = None
+    timestamp: Timestamp | None = None
+    include_lines: tuple[str, ...] = ()
+    exclude_lines: tuple[str, ...] = ()
     exclude_regexes: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -335,6 +521,18 @@ class InputSpec:
         _check(where, "start_at", _choice("end", "beginning"), self.start_at)
         limits = _int_range(MIN_LINE_BYTES, MAX_LINE_BYTES, " bytes (64 B to 64 MiB)")
         _check(where, "max_line_bytes", limits, self.max_line_bytes)
+        for name in ("include_lines", "exclude_lines"):
+            object.__setattr__(self, name, _check(where, name, _regex_list, getattr(self, name)))
+        if self.parse is not None and not isinstance(self.parse, Parse):
+            raise _bad(where, "parse", f"must be a Parse or None; got {_show(self.parse)}")
+        if self.timestamp is not None:
+            if not isinstance(self.timestamp, Timestamp):
+                raise _bad(where, "timestamp", f"must be a Timestamp or None; got {_show(self.timestamp)}")
+            if self.parse is None:
+                raise _bad(where, "timestamp", 'needs "parse": the time is read from a parsed field')
+            if self.parse.format in LINE_TIME_FORMATS:
+                raise _bad(where, "timestamp", f"{self.parse.format} lines carry their own time, which becomes "
+                                               "@timestamp; remove timestamp")
 
     def fields_dict(self) -> dict[str, str]:
         """The extra fields as a fresh dict, the shape the envelope wants."""
@@ -357,6 +555,14 @@ class InputSpec:
             out["fields"] = dict(self.fields)
         if self.exclude_files:
             out["exclude_files"] = list(self.exclude_files)
+        if self.parse is not None:
+            out["parse"] = self.parse.to_json()
+        if self.timestamp is not None:
+            out["timestamp"] = self.timestamp.to_json()
+        if self.include_lines:
+            out["include_lines"] = list(self.include_lines)
+        if self.exclude_lines:
+            out["exclude_lines"] = list(self.exclude_lines)
         return out
 
 
@@ -447,6 +653,16 @@ def _input_from_json(obj: Any, n: int) -> InputSpec:
         kwargs["fields"] = obj["fields"]
     if "exclude_files" in obj:
         kwargs["exclude_files"] = obj["exclude_files"]
+    for key, cls in (("parse", Parse), ("timestamp", Timestamp)):
+        if obj.get(key) is not None:
+            try:
+                kwargs[key] = cls.from_json(obj[key])
+            except SchemaError as e:
+                sub = f"{key}.{e.field}" if e.field else key
+                raise _bad(label, sub, e.problem or str(e)) from None
+    for key in ("include_lines", "exclude_lines"):
+        if key in obj:
+            kwargs[key] = obj[key]
     try:
         return InputSpec(**kwargs)
     except SchemaError as e:

@@ -35,6 +35,7 @@ __all__ = [
     "context_requests",
     "es_client",
     "facet_aggs",
+    "field_clauses",
     "format_hit",
     "histogram_interval",
     "hit_json",
@@ -144,13 +145,60 @@ def resolve_target(es: Any, sel: IndexSelection) -> str | None:
 
 # --- the query ---------------------------------------------------------------------------------
 
+#: ``field:value``, ``field:"a value"`` and ``field>=value`` (also > < <=); a field is a dotted name
+#: (a quoted phrase is matched first, and left as it is: ``"error code:500"`` stays a phrase)
+_TERM = re.compile(r'(?P<phrase>"(?:[^"\\]|\\.)*")|(?<!\S)(?P<field>[A-Za-z_@][\w@-]*(?:\.[\w@-]+)*)'
+                   r'(?:(?P<op>>=|<=|>|<)|:(?!>|<|=))(?P<value>"(?:[^"\\]|\\.)*"|[^\s"()]+)(?=\s|$)')
+_OPS = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt"}
+_BOOLEAN = re.compile(r'(?:^|\s)(?:OR|NOT|AND|\|\||&&)(?:\s|$)|[()]|(?:^|\s)[+-]\S')
+#: fields whose words are searched (analysed text), not matched whole
+_TEXT_FIELDS = frozenset(("message", "error.message", "log.syslog.message"))
+
+
+def field_clauses(text: str) -> tuple[list[dict[str, Any]], str]:
+    """Split a query into exact clauses and the rest, which stays a Lucene query on ``message``.
+
+    ``http.response.status_code>=500`` becomes a range, ``source.ip:10.0.0.0/8`` and
+    ``log.level:ERROR`` become term queries (an IP field takes a CIDR; an IPv6 address needs no
+    escaping), ``field:"two words"`` a term on the whole value. Each is required, as every
+    word is. Values with ``*`` or ``?`` and words on text fields (``message:timeout``) stay in
+    the Lucene query, and so does everything when the query uses OR, NOT, + - or parentheses:
+    Lucene's own syntax then applies (ranges written ``field:>=500``).
+    """
+    if _BOOLEAN.search(text):
+        # Lucene writes a range field:>=v; the shorter field>=v means the same, so say it its way
+        return [], _TERM.sub(lambda m: f"{m['field']}:{m['op']}{m['value']}" if m["op"] and not m["phrase"]
+                             else m[0], text)
+    clauses: list[dict[str, Any]] = []
+
+    def take(m: re.Match[str]) -> str:
+        fld, op, value = m["field"], m["op"], m["value"]
+        if fld is None:
+            return m[0]  # a phrase
+        if value.startswith('"'):
+            value = re.sub(r'\\(.)', r"\1", value[1:-1])
+        elif op is None and (fld in _TEXT_FIELDS or "*" in value or "?" in value):
+            return m[0]
+        if op is not None:
+            clauses.append({"range": {fld: {_OPS[op]: value}}})
+        elif fld in _TEXT_FIELDS:
+            clauses.append({"match_phrase": {fld: value}})
+        else:
+            clauses.append({"term": {fld: value}})
+        return ""
+
+    rest = " ".join(_TERM.sub(take, text).split())
+    return clauses, rest
+
 
 def build_query(*, since: datetime | None, until: datetime | None, host: str | None, text: str | None,
                 since_ms: int | None = None, file: str | None = None) -> dict[str, Any]:
     """The bool query for the filters; ``since_ms`` (epoch ms) is the follow loop's window.
 
-    ``text`` is a Lucene query string on ``message`` (``field:value`` terms work too), every
-    word required; ``host`` an IP or a host name; ``file`` a file's exact path.
+    ``text`` is a Lucene query string on ``message``, every word required, where
+    ``field:value`` and ranges such as ``http.response.status_code>=500`` are exact clauses on
+    the parsed fields (:func:`field_clauses`); ``host`` an IP or a host name; ``file`` a file's
+    exact path.
     """
     filters: list[dict[str, Any]] = []
     rng: dict[str, Any] = {}
@@ -175,6 +223,9 @@ def build_query(*, since: datetime | None, until: datetime | None, host: str | N
                                             {"term": {"log.file.path.keyword": file}}],
                                  "minimum_should_match": 1}})
     must: list[dict[str, Any]] = []
+    if text:
+        clauses, text = field_clauses(text)
+        filters.extend(clauses)
     if text:
         must.append({"query_string": {"query": text, "default_field": "message", "default_operator": "AND"}})
     return {"bool": {"filter": filters, "must": must}}

@@ -182,3 +182,25 @@ def test_transfer_lines_other_shapes() -> None:
     assert "partitions app[0,1]" in text and "lag 3 record(s)" in text and 'extra      {"a":1}' in text
     text = "\n".join(transfer_lines("t3", {"assigned_partitions": ["app[0]", "web[2]", "db:1"]}, NOW))
     assert "partitions app[0] db[1] web[2]" in text and "error      -" in text
+
+
+def test_agent_block_shows_input_counts_only_where_non_zero() -> None:
+    st = agent_doc(inputs=[
+        {"path": "/var/log/nginx/*.log", "lines_dropped": 12, "lines_parsed": 1800, "parse_failures": 1},
+        {"path": "/var/log/app/*.log", "lines_dropped": 0, "lines_parsed": 0, "parse_failures": 0},
+        {"path": "/var/log/debug.log", "lines_dropped": 5, "lines_parsed": 0, "parse_failures": 0},
+    ])
+    lines = agent_lines(host(status=st), NOW)
+    shown = [ln for ln in lines if ln.startswith("  input ")]
+    assert shown == ["  input     /var/log/nginx/*.log: parsed 1,800, parse failures 1, dropped 12",
+                     "  input     /var/log/debug.log: dropped 5"]
+    assert any("log.flags:parse_failure" in ln for ln in lines)
+    assert lines.index(shown[0]) < next(i for i, ln in enumerate(lines) if ln.startswith("  error "))
+    # Nothing to show (only zeros, no inputs key from an older agent, a malformed one): no lines.
+    zeros = agent_doc(inputs=[{"path": "/var/log/app/*.log", "lines_dropped": 0, "lines_parsed": 0,
+                               "parse_failures": 0}])
+    for doc in (zeros, agent_doc(), agent_doc(inputs="oops"), agent_doc(inputs=[None, {"path": "x"}])):
+        lines = agent_lines(host(status=doc), NOW)
+        assert not [ln for ln in lines if ln.startswith("  input ") or "parse_failure" in ln]
+    dropped_only = agent_lines(host(status=agent_doc(inputs=[{"path": "/a", "lines_dropped": 3}])), NOW)
+    assert not any("parse_failure" in ln for ln in dropped_only)

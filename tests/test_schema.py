@@ -139,7 +139,8 @@ def test_message_names_entry_path_and_field() -> None:
                            '"topic": "app"}; got "/var/log/a.log"'),
     ('[{"path": "/a", "topic": "t", "topics": "u"}]',
      'collect list entry 1 ("/a"): field "topics": unknown field (did you mean "topic"?); allowed: '
-     "exclude_files, fields, max_line_bytes, multiline, path, start_at, topic"),
+     "exclude_files, exclude_lines, fields, include_lines, max_line_bytes, multiline, parse, path, start_at, "
+     "timestamp, topic"),
     ('[{"path": "/a"}]', 'collect list entry 1 ("/a"): field "topic": missing; give the Kafka topic'),
     ('[{"topic": "t"}]', 'collect list entry 1: field "path": missing; give an absolute file glob'),
     ('[{"path": "var/log/a.log", "topic": "t"}]',

@@ -37,8 +37,51 @@ __all__ = ["PRIORITY", "TEMPLATE_VERSION", "TemplateGuard", "ensure_template", "
 
 log = logging.getLogger("logtransfer.template")
 
-#: Bump when the body below changes, so running clusters get the new one. 2: priority 150.
-TEMPLATE_VERSION = 2
+#: Bump when the body below changes, so running clusters get the new one. 2: priority 150. 3: the
+#: parsed fields (docs/parsing.md) typed, and settings that keep one odd line from failing its document.
+TEMPLATE_VERSION = 3
+
+#: Index settings (3): fields past the limit (JSON lines with new keys every time) are kept in
+#: ``_source``, unindexed, instead of refusing the document.
+SETTINGS = {
+    "index.mapping.total_fields.limit": 2000,
+    "index.mapping.total_fields.ignore_dynamic_beyond_limit": True,
+}
+
+#: Parsed and dynamically mapped numbers, dates and IPs (3): a value that does not fit (a JSON
+#: field that was a number and now is text, an IP field holding "unknown") is left out of the
+#: index and kept in ``_source`` (listed in ``_ignored``) instead of refusing the document.
+#: logferry's own fields (``host.ip``, ``log.offset``…) stay strict: a wrong one is a broken
+#: record, dead-lettered with the reason.
+LENIENT = {"ignore_malformed": True}
+DYNAMIC_LENIENT = [
+    {"longs_lenient": {"match_mapping_type": "long", "mapping": {"type": "long", **LENIENT}}},
+    {"doubles_lenient": {"match_mapping_type": "double", "mapping": {"type": "float", **LENIENT}}},
+    {"dates_lenient": {"match_mapping_type": "date", "mapping": {"type": "date", **LENIENT}}},
+]
+
+
+def parsed_properties(keyword: dict[str, Any]) -> dict[str, Any]:
+    """Mappings of the fields agent/parsers.py writes (ECS names and types)."""
+    long, text, ip = {"type": "long", **LENIENT}, {"type": "text"}, {"type": "ip", **LENIENT}
+    endpoint = {"properties": {"address": keyword, "ip": ip, "port": long, "bytes": long}}
+    return {
+        "http": {"properties": {
+            "version": keyword,
+            "request": {"properties": {"method": keyword, "referrer": keyword, "bytes": long,
+                                       "body": {"properties": {"bytes": long}}}},
+            "response": {"properties": {"status_code": long, "bytes": long, "body": {"properties": {"bytes": long}}}},
+        }},
+        "url": {"properties": {"original": keyword, "port": long}},
+        "user_agent": {"properties": {"original": keyword}},
+        "user": {"properties": {"name": keyword}},
+        "source": endpoint,
+        "destination": endpoint,
+        "client": endpoint,
+        "server": endpoint,
+        "process": {"properties": {"pid": long, "name": keyword}},
+        "error": {"properties": {"message": text}},
+    }
 
 
 def template_body(patterns: list[str]) -> dict[str, Any]:
@@ -50,18 +93,29 @@ def template_body(patterns: list[str]) -> dict[str, Any]:
             "mappings": {
                 "dynamic_templates": [
                     {"strings_as_keyword": {"match_mapping_type": "string", "mapping": keyword}},
+                    *DYNAMIC_LENIENT,
                 ],
                 "properties": {
                     "@timestamp": {"type": "date"},
                     "message": {"type": "text"},
                     "host": {"properties": {"name": keyword, "ip": {"type": "ip"}}},
                     "log": {"properties": {"offset": {"type": "long"}, "file": {"properties": {"path": keyword}},
-                                           "flags": keyword}},
-                    "event": {"properties": {"id": keyword}},
+                                           "flags": keyword, "level": keyword, "syslog": {"properties": {
+                                               "priority": {"type": "long", **LENIENT}, "version": keyword,
+                                               "facility": {"properties": {"code": {"type": "long", **LENIENT},
+                                                                           "name": keyword}},
+                                               "severity": {"properties": {"code": {"type": "long", **LENIENT},
+                                                                           "name": keyword}},
+                                               "hostname": keyword, "appname": keyword, "procid": keyword,
+                                               "msgid": keyword, "structured_data": keyword,
+                                               "message": {"type": "text"}}}}},
+                    "event": {"properties": {"id": keyword, "duration": {"type": "long", **LENIENT}}},
                     "agent": {"properties": {"type": keyword, "version": keyword}},
                     "fields": {"type": "object"},
+                    **parsed_properties(keyword),
                 },
             },
+            "settings": SETTINGS,
         },
         "_meta": {"managed_by": "logferry", "logferry_template_version": TEMPLATE_VERSION},
     }

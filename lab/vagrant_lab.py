@@ -143,6 +143,9 @@ def cmd_up(_: argparse.Namespace) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     if not list((REPO / "wheelhouse").glob("logferry-*.whl")):
         raise L.LabError("no wheelhouse/ with a logferry wheel: run `make wheelhouse` (make vagrant-lab does)")
+    if docker_names("logferry-lab-"):
+        L.log("a Vagrant lab of an earlier run is still there: destroying it first")
+        cmd_down(_)
     with timer.phase("images (service images + vagrant box, cached)"):
         ensure_images()
     with timer.phase("vagrant up --no-parallel (boot + site.yml)"):
@@ -173,11 +176,17 @@ def cmd_check(_: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def docker_names(prefix: str) -> list[str]:
+    """Names of the containers (any state) whose name starts with `prefix`."""
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"name={prefix}", "--format", "{{.Names}}"],
+                         capture_output=True, text=True).stdout.split()
+    return [n for n in out if n.startswith(prefix)]
+
+
 def cmd_down(_: argparse.Namespace) -> int:
     res = vagrant("destroy", "-f", check=False, capture=True)
     L.log(f"vagrant destroy -f: exit {res.returncode}")
-    left = subprocess.run(["docker", "ps", "-a", "--filter", "name=logferry-lab-", "--format", "{{.Names}}"],
-                          capture_output=True, text=True).stdout.split()
+    left = docker_names("logferry-lab-")
     for name in left:  # machines Vagrant no longer knows (a renamed or deleted .lab/vagrant)
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     nets = subprocess.run(["docker", "network", "ls", "--filter", "name=vagrant_network", "--format", "{{.Name}}"],

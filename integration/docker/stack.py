@@ -21,6 +21,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from integration.stack.procs import free_ports
 from integration.stack.services import StackError, etcd_leader, kafka_properties, service_ready
@@ -255,22 +256,20 @@ class DockerStack:
         return self.start_service(name)
 
     def pause_service(self, name: str) -> list[str]:
-        done = []
-        for n in self.resolve(name):
-            ct = self._docker(n)
-            ct.reload()
-            if ct.status == "running":
-                ct.pause()
-                done.append(n)
-        return done
+        """docker pause: the cgroup freezer holds every process, as SIGSTOP holds the native one."""
+        return self._in_state(name, "running", lambda ct: ct.pause())
 
     def unpause_service(self, name: str) -> list[str]:
+        return self._in_state(name, "paused", lambda ct: ct.unpause())
+
+    def _in_state(self, name: str, state: str, action: Callable[[Any], None]) -> list[str]:
+        """Apply `action` to the named containers that are in `state`; their names."""
         done = []
         for n in self.resolve(name):
             ct = self._docker(n)
             ct.reload()
-            if ct.status == "paused":
-                ct.unpause()
+            if ct.status == state:
+                action(ct)
                 done.append(n)
         return done
 

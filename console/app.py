@@ -50,6 +50,8 @@ log = logging.getLogger("logconsole")
 HERE = Path(__file__).parent
 COOKIE = "logferry_console"
 TAIL_POLL_S = 0.5
+#: exports whose progress is kept for the page to ask (the oldest forgotten first)
+EXPORTS_KEPT = 64
 #: the most lines one export holds: a file of about 300 MB of typical lines
 EXPORT_LIMIT = 1_000_000
 #: a search still running this long after search_timeout_s is cancelled by the console itself
@@ -74,6 +76,9 @@ class Console:
         self.es = es or es_client(config.es, c.search_timeout_s + 5)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
         self.tracker = SearchTracker(self.es, give_up_s=c.search_timeout_s + 60)
+        #: (user, export id) -> lines written and whether it finished: the page shows a download's
+        #: progress from it (a browser's download bar cannot: a streamed file has no length)
+        self.exports: dict[tuple[str, str], dict[str, Any]] = {}
 
     # --- who is asking -----------------------------------------------------------------------
 
@@ -200,12 +205,31 @@ class Console:
         fmt = request.query_params.get("format", "ndjson")
         if fmt not in ("ndjson", "csv"):
             return _error(400, "format: ndjson or csv")
+        eid = request.query_params.get("eid", "")
+        if eid and not valid_page_id(eid):
+            return _error(400, "eid: an export id (letters, digits, _ and -)")
         pattern = await run_in_threadpool(views.index_pattern, self.etcd, self.keys)
         log.info("user %s exports %s (q=%r)", s.user, fmt, p.q)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        return StreamingResponse(views.export_lines(self.es, pattern, p, fmt, EXPORT_LIMIT),
+        progress = None
+        if eid:
+            while len(self.exports) >= EXPORTS_KEPT:  # the oldest go first (dicts keep their order)
+                self.exports.pop(next(iter(self.exports)))
+            state = self.exports[(s.user, eid)] = {"lines": 0, "done": False}
+
+            def progress(lines: int, done: bool) -> None:
+                state["lines"], state["done"] = lines, done
+        return StreamingResponse(views.export_lines(self.es, pattern, p, fmt, EXPORT_LIMIT, progress),
                                  media_type="text/csv" if fmt == "csv" else "application/x-ndjson",
                                  headers={"Content-Disposition": f'attachment; filename="logferry-{stamp}.{fmt}"'})
+
+    async def api_export_progress(self, request: Request) -> Response:
+        """GET ?eid=<id>: how many lines the export with that id has written, and whether it is done."""
+        s = self.need(request)
+        state = self.exports.get((s.user, request.query_params.get("eid", "")))
+        if state is None:
+            return _error(404, "no export with this eid (of yours) is known; it may not have started yet")
+        return JSONResponse(state)
 
     async def api_searches(self, request: Request) -> Response:
         """Saved searches: GET lists them; PUT/DELETE /api/searches/<name> save or remove one (CAS)."""
@@ -369,6 +393,7 @@ def create_app(console: Console) -> Starlette:
         Route("/api/search/cancel", c.api_search_cancel, methods=["POST"]),
         Route("/api/context", c.api_context),
         Route("/api/export", c.api_export),
+        Route("/api/export/progress", c.api_export_progress),
         Route("/api/searches", c.api_searches),
         Route("/api/searches/{name}", c.api_searches, methods=["PUT", "DELETE"]),
         Route("/api/tail", c.api_tail),

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,16 +136,20 @@ EXPORT_PAGE = 5000
 EXPORT_COLUMNS = ("ts", "host", "ip", "file", "offset", "topic", "message")
 
 
-def export_lines(es: Any, pattern: str, p: SearchParams, fmt: str, limit: int) -> Iterator[bytes]:
+def export_lines(es: Any, pattern: str, p: SearchParams, fmt: str, limit: int,
+                 progress: Callable[[int, bool], None] | None = None) -> Iterator[bytes]:
     """Every line of the query (at most ``limit``), newest first, as NDJSON or CSV: for a download.
 
     Paged with ``search_after`` over a point in time, so the file is the result set as it was when
     the export began (lines indexed meanwhile are not mixed in) and is not bounded by
     Elasticsearch's 10,000 ``from + size`` window. Streamed: memory holds two pages, not the file —
     the next page is asked for while this one is written (Elasticsearch and the console work at
-    the same time, which doubles the rate).
+    the same time, which doubles the rate). ``progress(lines_written, done)`` is told after each
+    page, so the page can show how far a download is.
     """
     from concurrent.futures import ThreadPoolExecutor
+
+    progress = progress or (lambda _n, _done: None)
 
     sel = selection(pattern, p.topic)
     target = resolve_target(es, sel)
@@ -155,6 +159,7 @@ def export_lines(es: Any, pattern: str, p: SearchParams, fmt: str, limit: int) -
         w.writerow(EXPORT_COLUMNS)
         yield buf.getvalue().encode()
     if not target:
+        progress(0, True)
         return
     pit = es.open_point_in_time(index=target, keep_alive="2m", ignore_unavailable=True)["id"]
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export")
@@ -182,6 +187,7 @@ def export_lines(es: Any, pattern: str, p: SearchParams, fmt: str, limit: int) -
             more = len(hits) == EXPORT_PAGE and sent < limit
             pending = pool.submit(page, pit, hits[-1]["sort"], min(EXPORT_PAGE, limit - sent)) if more else None
             if not hits:
+                progress(sent, True)
                 return
             out = io.StringIO()
             w = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
@@ -193,6 +199,7 @@ def export_lines(es: Any, pattern: str, p: SearchParams, fmt: str, limit: int) -
                 else:
                     out.write(json.dumps(line, ensure_ascii=False) + "\n")
             yield out.getvalue().encode()
+            progress(sent, pending is None)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         with contextlib.suppress(Exception):

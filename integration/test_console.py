@@ -219,9 +219,15 @@ def test_console_search_context_live_tail_and_collect_list_editing(
             break
         after = page["hits"][-1]["sort"]
     assert len(seen_ids) == len(set(seen_ids)) == total, f"{len(seen_ids)} paged, {len(set(seen_ids))} distinct"
-    with urllib.request.urlopen(f"{base}/api/export?range=1h&format=ndjson", timeout=60) as r:
+    eid = f"it{int(time.time())}"
+    with urllib.request.urlopen(f"{base}/api/export?range=1h&format=ndjson&eid={eid}", timeout=60) as r:
         assert "attachment" in r.headers["Content-Disposition"]
         exported = [json.loads(line) for line in r.read().decode().splitlines()]
+    # the export's progress, as the page polls it while the browser downloads
+    with urllib.request.urlopen(f"{base}/api/export/progress?eid={eid}", timeout=10) as r:
+        assert json.load(r) == {"lines": total, "done": True}
+    drv.execute_script("searchPage.watchExport(arguments[0])", eid)
+    until(drv, lambda dr: text_of(dr, "#tools-msg") == f"export done: {total:,} lines", "the export's progress shown")
     assert sorted(e["id"] for e in exported) == sorted(seen_ids)
     assert [e["ts"] for e in exported] == sorted((e["ts"] for e in exported), reverse=True)
     with urllib.request.urlopen(f"{base}/api/export?range=1h&format=csv&q={token}", timeout=60) as r:

@@ -126,6 +126,17 @@ const searchPage = {
     $("#live").addEventListener("click", () => this.toggleLive());
     $("#older").addEventListener("click", () => this.fetch(true));
     $("#save-search").addEventListener("click", () => this.save());
+    // An export is a download the browser streams to disk; each click gets its own id, and the
+    // page shows how many of the query's lines the console has written so far.
+    for (const id of ["#export-ndjson", "#export-csv"]) {
+      $(id).addEventListener("click", (ev) => {
+        const eid = "x" + PAGE_ID.slice(0, 8) + Date.now().toString(36);
+        const url = new URL(ev.currentTarget.href, location.href);
+        url.searchParams.set("eid", eid);
+        ev.currentTarget.href = url.pathname + url.search;
+        this.watchExport(eid);
+      });
+    }
     $("#saved").addEventListener("change", () => {
       const pick = this.saved.find((x) => x.name === $("#saved").value);
       $("#delete-search").hidden = !pick;
@@ -214,6 +225,28 @@ const searchPage = {
     if (status === 200) this.opened = { name, revision: data.revision };
     await this.loadSaved();
     if (status === 200) $("#saved").value = name;
+  },
+
+  async watchExport(eid) {
+    const msg = $("#tools-msg");
+    const total = this.total;
+    msg.className = "ok";
+    msg.textContent = "export: starting…";
+    let unknownSince = performance.now();
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 500));
+      const { status, data } = await api("GET", "/api/export/progress?eid=" + encodeURIComponent(eid));
+      if (status === 404) {
+        if (performance.now() - unknownSince > 15000) { msg.className = "bad"; msg.textContent = "export: the console never started it"; return; }
+        continue;
+      }
+      unknownSince = performance.now();
+      if (status !== 200) { msg.className = "bad"; msg.textContent = `export: ${data.error}`; return; }
+      const of = total ? ` of ${fmtCount(total)} (${Math.min(100, Math.floor(100 * data.lines / total))}%)` : "";
+      msg.textContent = data.done ? `export done: ${fmtCount(data.lines)} lines` : `export: ${fmtCount(data.lines)}${of} lines written…`;
+      msg.dataset.exportLines = String(data.lines);
+      if (data.done) return;
+    }
   },
 
   async fetch(older) {

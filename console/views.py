@@ -23,6 +23,7 @@ from logferry.fleet import HostView, config_state, gather_hosts, gather_transfer
 from logferry.keys import Keys
 from logferry.schema import DEFAULT_INDEX, SchemaError, parse_transfer_config
 from logferry.search import (
+    FIELD_FACETS,
     IndexSelection,
     build_query,
     context_requests,
@@ -95,7 +96,7 @@ def search_page(es: Any, pattern: str, p: SearchParams, timeout_s: float) -> dic
     t0 = time.monotonic()
     sel = selection(pattern, p.topic)
     empty = {"hits": [], "total": 0, "total_relation": "eq", "histogram": {"interval": None, "buckets": []},
-             "facets": {"topic": [], "host": [], "file": []}, "took_ms": 0, "target": sel.target}
+             "facets": {"topic": [], "host": [], "file": [], "fields": []}, "took_ms": 0, "target": sel.target}
     target, tiebreak = _target_of(es, sel)
     if not target:
         return empty | {"note": f"no index matches {sel.target} yet"}
@@ -127,7 +128,11 @@ def search_page(es: Any, pattern: str, p: SearchParams, timeout_s: float) -> dic
                             "buckets": [[b["key"], b["doc_count"]] for b in aggs["over_time"]["buckets"]]}
         out["facets"] = {"topic": sorted(topics.items(), key=lambda kv: -kv[1]),
                          "host": [[b["key"], b["doc_count"]] for b in aggs["hosts"]["buckets"]],
-                         "file": [[b["key"], b["doc_count"]] for b in aggs["files"]["buckets"]]}
+                         "file": [[b["key"], b["doc_count"]] for b in aggs["files"]["buckets"]],
+                         # parsed fields that some line of the result has: [[field, [[value, count], ...]], ...]
+                         "fields": [[name, [[b.get("key_as_string", b["key"]), b["doc_count"]] for b in buckets]]
+                                    for name in FIELD_FACETS
+                                    if (buckets := aggs.get(f"field:{name}", {}).get("buckets"))]}
     out["took_ms"] = round((time.monotonic() - t0) * 1000)
     return out
 

@@ -432,3 +432,44 @@ def test_console_with_users_needs_sign_in_roles_and_csrf(stack, etcd, prefix, co
     assert "dev · read" in text_of(drv, ".who")
     assert not drv.find_elements(By.ID, "new-host")  # no write controls for a reader
     drv.delete_all_cookies()
+
+
+def test_parsed_fields_are_facets_and_a_click_filters(
+        stack, etcd, es, prefix, agents, transfers, index_pattern, indices, topic_factory, console,  # noqa: F811
+        browser, tmp_path):
+    """Lines parsed by the agent (docs/parsing.md) give the page facets on their fields: the values
+    with their counts, including the lines that did not parse; a value clicked becomes field:value."""
+    from selenium.webdriver.common.by import By
+
+    ip = "10.212.0.30"
+    topic = topic_factory("console-fields")
+    d = tmp_path / "svc"
+    d.mkdir()
+    levels = ["INFO"] * 7 + ["ERROR"] * 3 + ["WARN"] * 2
+    lines = [json.dumps({"level": lv, "msg": f"event {i}"}) for i, lv in enumerate(levels)] + ["{not json"]
+    (d / "svc.log").write_text("".join(line + "\n" for line in lines))
+    set_list(etcd, prefix, ip, [{"path": str(d / "svc.log"), "topic": topic, "start_at": "beginning",
+                                 "parse": {"format": "json", "target": "svc"}}])
+    put_config(etcd, prefix, transfer_config([topic], index_pattern, topic_factory("console-fields-dlq")))
+    agents("svc1", ip, hostname="svc1").start()
+    transfers("console-f").start()
+    wait_for(lambda: es_count_soon(es, indices) >= len(lines), 120, f"{len(lines)} lines in Elasticsearch")
+    base = console()
+    drv = browser
+    drv.get(f"{base}/?range=1h&topic={topic}")
+
+    def facet(dr, field: str) -> dict[str, str]:
+        return {a.get_attribute("data-value"): a.find_element(By.XPATH, "..").find_element(By.CLASS_NAME, "count").text
+                for a in dr.find_elements(By.CSS_SELECTOR, f'#facet-fields ul[data-field="{field}"] a')}
+
+    # the JSON lines' level went where the json target put it; log.flags counts the one that failed
+    until(drv, lambda dr: facet(dr, "log.flags") == {"parse_failure": "1"}, "the parse failure counted")
+    shot(drv, "console-field-facets")
+    fields = [h.text for h in drv.find_elements(By.CSS_SELECTOR, "#facet-fields h3")]
+    assert "log.flags" in fields, fields
+    # a value clicked: the query becomes field:value and the result holds exactly those lines
+    drv.find_element(By.CSS_SELECTOR, '#facet-fields ul[data-field="log.flags"] a[data-value="parse_failure"]').click()
+    until(drv, lambda dr: "log.flags%3Aparse_failure" in dr.current_url or "log.flags:parse_failure" in dr.current_url,
+          "the query in the URL")
+    until(drv, lambda dr: text_of(dr, "#summary").startswith("1 line ·"), "exactly the line that did not parse")
+    assert any("{not json" in r for r in rows(drv))

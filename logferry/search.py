@@ -28,6 +28,7 @@ from logferry.keys import canonical_ip
 from logferry.schema import DEFAULT_INDEX, is_valid_topic
 
 __all__ = [
+    "FIELD_FACETS",
     "PAGE",
     "Follower",
     "IndexSelection",
@@ -302,9 +303,16 @@ def histogram_interval(since: datetime, until: datetime, buckets: int = 60) -> s
     return _INTERVALS[-1][1]
 
 
+#: fields of parsed lines (docs/parsing.md) counted beside hosts and files, when lines have them;
+#: ``log.flags`` counts the lines that did not parse (``parse_failure``), multiline and truncated ones
+FIELD_FACETS = ("log.level", "http.response.status_code", "http.request.method", "log.flags")
+
+
 def facet_aggs(interval: str, since: datetime, until: datetime, size: int = 10) -> dict[str, Any]:
-    """Aggregations for a search page: lines over time, and the top hosts, files and indices (topics)."""
+    """Aggregations for a search page: lines over time, the top hosts, files and indices (topics),
+    and the top values of the parsed fields in :data:`FIELD_FACETS` (empty where no line has one)."""
     return {
+        **{f"field:{name}": {"terms": {"field": name, "size": size}} for name in FIELD_FACETS},
         "over_time": {"date_histogram": {"field": "@timestamp", "fixed_interval": interval, "min_doc_count": 0,
                                          "extended_bounds": {"min": iso_utc(since), "max": iso_utc(until)},
                                          "format": "strict_date_optional_time"}},

@@ -467,6 +467,22 @@ const searchPage = {
       }
       if (!ul.children.length) ul.append(el("li", { class: "none" }, "—"));
     }
+    // Parsed fields (docs/parsing.md) that lines of the result carry: a value adds field:value to
+    // the query (an exact term, as logctl reads it too).
+    const box = $("#facet-fields"); box.replaceChildren();
+    for (const [field, buckets] of f.fields || []) {
+      const ul = el("ul", { "data-field": field });
+      for (const [value, n] of buckets) {
+        const v = String(value);
+        const term = `${field}:${/[\s"()]/.test(v) ? JSON.stringify(v) : v}`;
+        const q = ((this.state.q || "") + " " + term).trim();
+        const a = el("a", { href: "?" + stateQuery({ ...this.state, q }), "data-value": v }, v);
+        a.title = term;
+        a.addEventListener("click", (ev) => { ev.preventDefault(); pushState({ ...this.state, q }); });
+        ul.append(el("li", {}, a, el("span", { class: "count" }, fmtCount(n))));
+      }
+      box.append(el("section", {}, el("h3", {}, field), ul));
+    }
   },
 
   live(on) {

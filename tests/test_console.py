@@ -9,7 +9,7 @@ import pytest
 from console.auth import SessionSigner, hash_password, verify_password
 from console.params import ParamError, parse_search_params
 from logferry.config import ConfigError, parse_console_config
-from logferry.search import context_requests, facet_aggs, histogram_interval
+from logferry.search import FIELD_FACETS, context_requests, facet_aggs, histogram_interval
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -93,7 +93,8 @@ def test_histogram_interval_keeps_about_sixty_bars() -> None:
     aggs = facet_aggs("1m", NOW - timedelta(hours=1), NOW)
     assert aggs["over_time"]["date_histogram"]["extended_bounds"] == {"min": "2026-12-04T11:00:00.000Z",
                                                                       "max": "2026-12-04T12:00:00.000Z"}
-    assert {k for k in aggs} == {"over_time", "hosts", "files", "indices"}
+    assert {k for k in aggs} == {"over_time", "hosts", "files", "indices"} | {f"field:{f}" for f in FIELD_FACETS}
+    assert aggs["field:log.flags"] == {"terms": {"field": "log.flags", "size": 10}}
 
 
 def test_context_is_the_same_file_on_the_same_host_by_offset() -> None:

@@ -224,8 +224,20 @@ class TrackerModel(RuleBasedStateMachine):
         self.content[name] = []
         # Known limit: a file rewritten to exactly the size already read within one timestamp
         # tick of the last read (the kernel's coarse clock, a few ms) looks unchanged until it
-        # grows. Writes after a truncate here come a tick later, as they do in practice.
-        time.sleep(0.012)
+        # grows. Writes after a truncate here come a tick later, as they do in practice: arranged,
+        # not hoped for — a sleep of a few ms is not a tick on a loaded machine, whose coarse
+        # clock can stand still longer (it did, on a 2-core CI run with a load of 12).
+        self._next_tick(os.stat(self.logs / name).st_mtime_ns)
+
+    def _next_tick(self, mtime_ns: int) -> None:
+        """Wait until a file written now gets a later mtime than ``mtime_ns`` (the clock ticked)."""
+        probe = self.archive / ".tick"
+        deadline = time.monotonic() + 5
+        while True:
+            time.sleep(0.004)
+            probe.write_bytes(b"")
+            if os.stat(probe).st_mtime_ns > mtime_ns or time.monotonic() > deadline:
+                return
 
     @rule(name=st.sampled_from([*NAMES, *(f"{n}.1" for n in NAMES), *(f"{n}.2" for n in NAMES)]))
     def delete(self, name: str) -> None:

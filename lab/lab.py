@@ -7,13 +7,20 @@
    ``~/.cache/logferry/lab`` (``$LOGFERRY_CACHE``);
 2. a bridge ``lfbr0`` with 10.77.0.1/24, and three hosts booted with ``systemd-nspawn -b``
    (10.77.0.11-13), each on its own overlay of the image and in its own cgroup;
-3. the project's real stack (etcd x3, ZooKeeper + Kafka, Elasticsearch) serving on 10.77.0.1
-   (``python -m integration.stack up --bind 10.77.0.1``);
+3. the project's real stack (etcd x3, ZooKeeper + Kafka, Elasticsearch) serving on 10.77.0.1,
+   secured (``python -m integration.stack up --bind 10.77.0.1 --secure``: etcd TLS + client
+   certificates + users, Kafka SASL_SSL/SCRAM, Elasticsearch behind a TLS proxy with credentials),
+   plus the lab's own etcd users: one per agent host (its keys only) and one for the console;
+   ``LOGFERRY_LAB_SECURE=0`` runs the plain stack instead;
 4. ``ansible-playbook site.yml`` over ssh against the hosts: the wheelhouse installed offline,
-   logagent on every host, logtransfer on lab-host3, collect lists seeded into etcd;
+   logagent on every host, logtransfer and logconsole on lab-host3, collect lists seeded into
+   etcd (as root); the CA, client certificates and secrets go in as inventory variables and the
+   roles deliver them (files under /etc/logferry/tls, systemd credentials);
 5. checks: the units are active, each host's collect list is in etcd under its own IP, lines
-   appended on each host reach Elasticsearch with that host's IP, and a second playbook run
-   reports changed=0. Every phase is timed.
+   appended on each host reach Elasticsearch with that host's IP exactly once, an agent's etcd
+   user cannot read another host's keys, the secrets are in no INI, no journal and no Ansible
+   output (only in 0600 credential files handed to the units), and a second playbook run reports
+   changed=0. Every phase is timed.
 
 ``make lab-down`` (``lab.py down``) powers the hosts off, unmounts the overlays, stops the stack,
 deletes the bridge, and checks that no process of the lab is left.
@@ -33,10 +40,12 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -66,6 +75,10 @@ TRANSFER_HOSTS = ["lab-host3"]
 # read through the adm group only. It also ships a root-only file, to prove the capability works.
 # LOGFERRY_LAB_READ_ANY=0 leaves this out (every host reads through the adm group only).
 READ_ANY_HOSTS = [] if os.environ.get("LOGFERRY_LAB_READ_ANY") == "0" else ["lab-host2"]
+# The lab's stack is the secured one (TLS and credentials on etcd, Kafka and Elasticsearch; see
+# docs/security.md): every host's daemons run with certificates and secrets delivered by the roles.
+# LOGFERRY_LAB_SECURE=0 runs the plain stack instead (no TLS, no credentials).
+SECURE = os.environ.get("LOGFERRY_LAB_SECURE", "1") != "0"
 CGROUP_GROUP = "logferry-lab"
 CGROUP_HIERARCHIES = ("systemd", "unified")
 
@@ -518,14 +531,17 @@ def stack_running() -> bool:
 def start_stack() -> subprocess.Popen[bytes] | None:
     if (STACK_DIR / "stack.json").exists() and stack_running():
         env = json.loads((STACK_DIR / "stack.env.json").read_text())
-        if env["ETCD_ENDPOINTS"].startswith(GATEWAY):
-            log("stack: already running on the bridge")
+        secure = env.get("LOGFERRY_SECURE") == "1"
+        if GATEWAY in env["ETCD_ENDPOINTS"] and secure == SECURE:
+            log(f"stack: already running on the bridge ({'secured' if secure else 'plain'})")
             return None
-        raise LabError(f"a stack in {STACK_DIR} runs on another address; `make lab-down` first")
+        raise LabError(f"a stack in {STACK_DIR} runs on another address or with{'' if secure else 'out'} "
+                       "--secure; `make lab-down` first")
     STACK_DIR.mkdir(parents=True, exist_ok=True)
     log(f"stack: starting on {GATEWAY} in the background (log: {LAB / 'stack-up.log'})")
     with open(LAB / "stack-up.log", "wb") as out:
-        return subprocess.Popen(stack_cmd("up", "--bind", GATEWAY), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        argv = stack_cmd("up", "--bind", GATEWAY, *(["--secure"] if SECURE else []))
+        return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
 def wait_stack(proc: subprocess.Popen[bytes] | None) -> dict[str, str]:
@@ -540,6 +556,118 @@ def wait_stack(proc: subprocess.Popen[bytes] | None) -> dict[str, str]:
 def stop_stack() -> None:
     if (STACK_DIR / "stack.json").exists():
         subprocess.run(stack_cmd("down"), cwd=REPO, check=False)
+
+
+# --------------------------------------------------------------------------- security
+LAB_SECRETS = "lab-secrets.json"  # in the stack's security/ directory (0700), file 0600
+
+
+def etcd_user(name: str) -> str:
+    """The etcd user of the agent on lab host `name`: one per host, as docs/security.md says."""
+    return f"agent-{name}"
+
+
+def lab_security(env: dict[str, str]) -> dict:
+    """The lab's own etcd users on the secured stack, made here (not by the stack), once per stack.
+
+    The stack makes ``root``, ``transfer`` and an ``agent`` for 127.0.0.1. A lab host's agent
+    needs a role naming *its* keys, so each host gets a user ``agent-<host>`` whose role may read
+    ``/logferry/agents/<ip>/collect`` and write ``/logferry/agents/<ip>/status``, and nothing else,
+    with a client certificate of its own (CN = the user) from the stack's CA. The console gets a
+    ``console`` user that may read ``/logferry/`` (its host list), and a certificate too.
+    Passwords are random; they and the paths are kept in ``security/lab-secrets.json`` (0600).
+    """
+    sys.path.insert(0, str(REPO))
+    from integration.stack import security
+
+    m = security.Material.load(STACK_DIR)
+    f = m.dir / LAB_SECRETS
+    if f.exists():
+        return json.loads(f.read_text())
+    endpoint = env["ETCD_ENDPOINTS"].split(",")[0].split("://")[-1]
+    users: dict[str, dict[str, str]] = {}
+    grants: dict[str, list[tuple[str, str, bool]]] = {}
+    for name, ip in HOSTS.items():
+        user = etcd_user(name)
+        grants[user] = [("read", f"/logferry/agents/{ip}/collect", False),
+                        ("readwrite", f"/logferry/agents/{ip}/status", False)]
+    grants["console"] = [("read", "/logferry/", True)]
+    for user, perms in grants.items():
+        pw = secrets.token_urlsafe(18)
+        security.etcdctl(m, endpoint, "user", "add", f"{user}:{pw}", "--interactive=false")
+        security.etcdctl(m, endpoint, "role", "add", user)
+        for perm, key, prefix in perms:
+            security.etcdctl(m, endpoint, "role", "grant-permission", user, perm, key,
+                             *(["--prefix=true"] if prefix else []))
+        security.etcdctl(m, endpoint, "user", "grant-role", user, user)
+        security._make_cert(m.certs, f"etcd-{user}", user, client=True, server=False)
+        users[user] = {"password": pw, "cert": m.cert(f"etcd-{user}"), "key": m.key(f"etcd-{user}")}
+    sec = {"etcd_users": users, "ca": m.cert("ca"), "passwords": m.passwords, "es_api_key": m.es_api_key,
+           "root_cert": m.cert("etcd-root"), "root_key": m.key("etcd-root"),
+           "transfer_cert": m.cert("etcd-transfer"), "transfer_key": m.key("etcd-transfer")}
+    f.write_text(json.dumps(sec, indent=2))
+    f.chmod(0o600)
+    log(f"etcd: made users {', '.join(users)} (one role each, least privilege) with client certificates")
+    return sec
+
+
+def all_secrets(sec: dict) -> list[str]:
+    """Every password and key of the lab: none may appear in an INI, a journal or Ansible's output."""
+    return sorted({*sec["passwords"].values(), sec["es_api_key"],
+                   *(u["password"] for u in sec["etcd_users"].values())})
+
+
+def secure_vars(sec: dict) -> tuple[dict, dict[str, dict]]:
+    """Inventory variables of the secured lab: group_vars/all, and each host's own etcd user.
+
+    PEM contents and secrets go in as the roles' variables (a real site keeps them in
+    ansible-vault); the roles turn them into files under /etc/logferry/tls and systemd credentials.
+    """
+    pw = sec["passwords"]
+    ca_on_host = "/etc/logferry/tls/ca.pem"
+
+    def pem(path: str) -> str:
+        return Path(path).read_text()
+
+    all_vars = {
+        "logferry_tls_ca_pem": pem(sec["ca"]),
+        "logferry_etcd_ca_file": ca_on_host,
+        "logferry_kafka_security_protocol": "SASL_SSL",
+        "logferry_kafka_sasl_mechanism": "SCRAM-SHA-512",
+        "logferry_kafka_ssl_ca_location": ca_on_host,
+        # the seeding (logctl on this machine) writes as etcd's root
+        "logferry_seed_etcd_user": "root",
+        "logferry_seed_etcd_password": pw["etcd:root"],
+        "logferry_seed_etcd_cert_file": sec["root_cert"],
+        "logferry_seed_etcd_key_file": sec["root_key"],
+        "logferry_seed_etcd_ca_file": sec["ca"],
+        "logagent_kafka_sasl_username": "agent",
+        "logagent_kafka_sasl_password": pw["kafka:agent"],
+        "logtransfer_etcd_user": "transfer",
+        "logtransfer_etcd_password": pw["etcd:transfer"],
+        "logtransfer_etcd_client_cert_pem": pem(sec["transfer_cert"]),
+        "logtransfer_etcd_client_key_pem": pem(sec["transfer_key"]),
+        "logtransfer_kafka_sasl_username": "transfer",
+        "logtransfer_kafka_sasl_password": pw["kafka:transfer"],
+        "logtransfer_es_username": "transfer",
+        "logtransfer_es_password": pw["es:transfer"],
+        "logtransfer_es_ca_file": ca_on_host,
+        "logconsole_etcd_user": "console",
+        "logconsole_etcd_password": sec["etcd_users"]["console"]["password"],
+        "logconsole_etcd_client_cert_pem": pem(sec["etcd_users"]["console"]["cert"]),
+        "logconsole_etcd_client_key_pem": pem(sec["etcd_users"]["console"]["key"]),
+        "logconsole_es_api_key": sec["es_api_key"],
+        "logconsole_es_ca_file": ca_on_host,
+        "logconsole_kafka_sasl_username": "transfer",
+        "logconsole_kafka_sasl_password": pw["kafka:transfer"],
+    }
+    host_vars = {}
+    for name in HOSTS:
+        u = sec["etcd_users"][etcd_user(name)]
+        host_vars[name] = {"logagent_etcd_user": etcd_user(name), "logagent_etcd_password": u["password"],
+                           "logagent_etcd_client_cert_pem": pem(u["cert"]),
+                           "logagent_etcd_client_key_pem": pem(u["key"])}
+    return all_vars, host_vars
 
 
 # --------------------------------------------------------------------------- ansible
@@ -560,8 +688,11 @@ def checked_files(name: str) -> list[str]:
     return ["/var/log/lab/app.log"] + (["/var/log/lab/private.log"] if name in READ_ANY_HOSTS else [])
 
 
-def write_inventory(env: dict[str, str], key: Path) -> Path:
-    """The lab's inventory: the same groups as inventory/example.ini, the stack's addresses."""
+def write_inventory(env: dict[str, str], key: Path, sec: dict | None) -> Path:
+    """The lab's inventory: the same groups as inventory/example.ini, the stack's addresses
+    (and, on the secured stack, its certificates and secrets: the files are 0600)."""
+    INVENTORY.mkdir(parents=True, exist_ok=True)
+    INVENTORY.chmod(0o700)
     (INVENTORY / "group_vars").mkdir(parents=True, exist_ok=True)
     (INVENTORY / "host_vars").mkdir(parents=True, exist_ok=True)
     hosts_ini = ["# written by lab/lab.py: the nspawn lab (make lab)", "[logagent]"]
@@ -585,13 +716,21 @@ def write_inventory(env: dict[str, str], key: Path) -> Path:
                                      "flush_interval_s": 1.0},
         "logtransfer_id": "lab-transfer",
     }
-    (INVENTORY / "group_vars" / "all.yml").write_text(json.dumps(all_vars, indent=2) + "\n")
+    sec_all, sec_hosts = secure_vars(sec) if sec else ({}, {})
+    write_private(INVENTORY / "group_vars" / "all.yml", json.dumps(all_vars | sec_all, indent=2) + "\n")
     for name in HOSTS:
-        host_vars: dict = {"logagent_inputs": host_inputs(name)}
+        host_vars: dict = {"logagent_inputs": host_inputs(name)} | sec_hosts.get(name, {})
         if name in READ_ANY_HOSTS:
             host_vars["logagent_read_any_file"] = True
-        (INVENTORY / "host_vars" / f"{name}.yml").write_text(json.dumps(host_vars, indent=2) + "\n")
+        write_private(INVENTORY / "host_vars" / f"{name}.yml", json.dumps(host_vars, indent=2) + "\n")
     return INVENTORY / "hosts.ini"
+
+
+def write_private(path: Path, text: str) -> None:
+    """A file only root reads (the inventory holds the secured stack's secrets)."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 def ansible_env() -> dict[str, str]:
@@ -653,15 +792,37 @@ def close_ssh_masters() -> None:
 
 
 # --------------------------------------------------------------------------- checks
+def secured(env: dict[str, str]) -> bool:
+    return env.get("LOGFERRY_SECURE") == "1"
+
+
+def logctl_ini(env: dict[str, str]) -> Path:
+    """logctl's settings for the secured stack: etcd as root over TLS, ES through the proxy (0600)."""
+    f = STACK_DIR / "security" / "lab-logctl.ini"
+    if not f.exists():
+        write_private(f, "\n".join([
+            "[etcd]", f"endpoints = {env['ETCD_ENDPOINTS']}", "user = root", f"password = {env['ETCD_ROOT_PASSWORD']}",
+            f"ca_file = {env['TLS_CA_FILE']}", f"cert_file = {env['ETCD_ROOT_CERT']}",
+            f"key_file = {env['ETCD_ROOT_KEY']}", "", "[transfer]", f"es_hosts = {env['ES_URL']}",
+            f"es_ca_file = {env['TLS_CA_FILE']}", f"es_api_key = {env['ES_API_KEY']}", ""]))
+    return f
+
+
 def logctl(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run([str(VENV_BIN / "logctl"), "--etcd", env["ETCD_ENDPOINTS"], "--es", env["ES_URL"], *args],
-               capture=True, check=check, timeout=60)
+    where = (["--config", str(logctl_ini(env))] if secured(env)
+             else ["--etcd", env["ETCD_ENDPOINTS"], "--es", env["ES_URL"]])
+    return run([str(VENV_BIN / "logctl"), *where, *args], capture=True, check=check, timeout=60)
 
 
 def es_post(env: dict[str, str], path: str, body: dict) -> dict:
+    headers = {"Content-Type": "application/json"}
+    ctx = None
+    if secured(env):  # through the TLS proxy, with the API key (the console's credential)
+        ctx = ssl.create_default_context(cafile=env["TLS_CA_FILE"])
+        headers["Authorization"] = f"ApiKey {env['ES_API_KEY']}"
     req = urllib.request.Request(env["ES_URL"] + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
+                                 headers=headers)
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
         return json.loads(resp.read())
 
 
@@ -803,12 +964,120 @@ def check_console(state: dict) -> list[str]:
     return [f"{name}: the console does not list the live agents {sorted(missing)}"] if missing else []
 
 
+def check_secrets(state: dict, sec: dict) -> list[str]:
+    """Where the secrets are on each host: systemd credentials only (0600 root, handed to the unit
+    by LoadCredential=), never in an INI, never in the journal; client keys 0640 root:logferry."""
+    words = "\n".join(all_secrets(sec)) + "\n"
+    problems = []
+    for name, ip in HOSTS.items():
+        host = Host(name, ip)
+        before = len(problems)
+        units = ["logagent"] + (["logtransfer", "logconsole"] if name in TRANSFER_HOSTS else [])
+        # the INIs: no secret, but the *_file names of the credentials
+        res = host.nsenter(state, ["sh", "-c", "grep -lF -f - /etc/logferry/*.ini"], input_text=words, check=False)
+        if res.stdout.strip():
+            problems.append(f"{name}: a secret is in {', '.join(res.stdout.split())}")
+        # nor anywhere else on the host: Ansible's leftovers, temporary files, backups
+        res = host.nsenter(state, ["sh", "-c", "grep -rlsF -f - --exclude-dir=credentials --exclude-dir=proc "
+                                   "/etc /var /tmp /root /home /run /srv"], input_text=words, check=False,
+                           timeout=120)
+        if res.stdout.strip():
+            problems.append(f"{name}: a secret is outside the credentials in {', '.join(res.stdout.split())}")
+        refs = host.nsenter(state, ["sh", "-c", "grep -hE '^(password|sasl_password|es_password|api_key|es_api_key)"
+                                    "(_file)? =' /etc/logferry/*.ini"], check=False).stdout.split("\n")
+        refs = [r.strip() for r in refs if r.strip()]
+        if not refs or any("_file = " not in r for r in refs):
+            problems.append(f"{name}: the INIs should name credentials (*_file), they say {refs}")
+        # the files: credentials 0600 root:root in 0700 directories; keys not world-readable
+        ls = host.nsenter(state, ["sh", "-c", "stat -c '%a %U:%G %n' /etc/logferry/credentials "
+                                  "/etc/logferry/credentials/* /etc/logferry/credentials/*/* /etc/logferry/tls/*"],
+                          check=False).stdout
+        files = [ln.split(" ", 2) for ln in ls.splitlines() if ln.strip()]
+        creds = [f for f in files if "/credentials/" in f[2] and f[2].count("/") == 5]
+        bad = [" ".join(f) for f in files
+               if ("/credentials" in f[2] and (f[1] != "root:root" or f[0] not in ("600", "700")))
+               or (f[2].endswith("-key.pem") and (f[0] != "640" or f[1] != "root:logferry"))
+               or (int(f[0][-1]) & 4 and not f[2].endswith(".pem"))]
+        if bad or not creds:
+            problems.append(f"{name}: credentials/keys with the wrong owner or mode (or none): {bad or files}")
+        # each running unit was handed its credentials by systemd (LoadCredential=): the same names
+        # in its $CREDENTIALS_DIRECTORY, 0400 and owned by its user
+        handed: list[str] = []
+        for unit in units:
+            probe = (f"pid=$(systemctl show -P MainPID {unit}); tr '\\0' '\\n' < /proc/$pid/environ | "
+                     "sed -n 's/^CREDENTIALS_DIRECTORY=//p'; "
+                     f"stat -c '%a %U %n' /run/credentials/{unit}.service/*; ls /etc/logferry/credentials/{unit}")
+            out = host.nsenter(state, ["sh", "-c", probe], check=False).stdout.splitlines()
+            given = sorted(ln.rsplit("/", 1)[-1] for ln in out if ln.startswith("400 logferry /run/credentials/"))
+            stored = sorted(ln for ln in out[1:] if ln and " " not in ln)
+            if not out or out[0] != f"/run/credentials/{unit}.service" or not given or given != stored:
+                problems.append(f"{name}: {unit} was not handed its credentials by systemd: {out}")
+            else:
+                handed.append(f"{unit} {len(given)}")
+        lines = 0
+        # the journal: the units' lines, and everything else logged on the host (Ansible's module
+        # invocations included: no_log keeps the secrets out of them)
+        for what, argv in ((f"journalctl -u {' -u '.join(units)}", ["journalctl", "--no-pager", "-o", "cat",
+                                                                     *[a for u in units for a in ("-u", u)]]),
+                           ("the whole journal", ["journalctl", "--no-pager", "-o", "cat"])):
+            text = host.nsenter(state, argv, check=False, timeout=120).stdout
+            found = [w for w in all_secrets(sec) if w in text]
+            if found:
+                problems.append(f"{name}: {len(found)} secret(s) in {what}")
+            elif what.startswith("journalctl -u"):
+                lines = len(text.splitlines())
+        if len(problems) > before:
+            log(f"{name}: secrets: {'; '.join(problems[before:])}")
+            continue
+        if name == "lab-host2":  # what an agent's INI says instead (the evidence that security is on)
+            ini = host.nsenter(state, ["sh", "-c", "grep -E '^(endpoints|user|password_file|ca_file|cert_file|key_file|"
+                                       "bootstrap_servers|security_protocol|sasl_|ssl_)' /etc/logferry/logagent.ini"],
+                               check=False).stdout
+            log(f"{name}: /etc/logferry/logagent.ini:\n{textblock(ini)}")
+        log(f"{name}: secrets: {len(creds)} credential file(s) 0600 root:root "
+            f"({', '.join(sorted({f[2].split('/')[4] for f in creds}))}), in each unit's $CREDENTIALS_DIRECTORY "
+            f"({', '.join(handed)}, 0400 its user); INIs name them ({len(refs)} *_file keys), "
+            f"hold none of the {len(all_secrets(sec))} secrets; {lines} journal lines of {', '.join(units)} "
+            f"; the whole journal and the host's other files hold none")
+    ansible_logs = [LAB / "ansible-run1.log", LAB / "ansible-run2.log"]
+    for f in ansible_logs:
+        if f.exists() and any(w in f.read_text() for w in all_secrets(sec)):
+            problems.append(f"a secret is in Ansible's output {f}")
+    return problems
+
+
+def check_least_privilege(env: dict[str, str], sec: dict) -> list[str]:
+    """An agent's etcd user reads its own collect list and no other host's."""
+    sys.path.insert(0, str(REPO))
+    from logferry.etcd import EtcdClient, EtcdError
+
+    (a, ip_a), (b, ip_b) = list(HOSTS.items())[:2]
+    u = sec["etcd_users"][etcd_user(a)]
+    with EtcdClient(env["ETCD_ENDPOINTS"].split(","), user=etcd_user(a), password=u["password"], ca_file=sec["ca"],
+                    cert_file=u["cert"], key_file=u["key"], timeout_s=5) as c:
+        own, _ = c.get(f"/logferry/agents/{ip_a}/collect")
+        try:
+            c.get(f"/logferry/agents/{ip_b}/collect")
+            other = "read"
+        except EtcdError as e:
+            other = f"refused ({str(e).splitlines()[0][:80]})"
+    log(f"etcd user {etcd_user(a)}: its own collect list {'read' if own else 'MISSING'}; {b}'s: {other}")
+    problems = [] if own else [f"{etcd_user(a)} cannot read its own collect list"]
+    if other == "read":
+        problems.append(f"{etcd_user(a)} may read {b}'s collect list: its role is not least privilege")
+    return problems
+
+
 def check_all(state: dict, env: dict[str, str]) -> list[str]:
     problems = check_units(state)
     problems += check_console(state)
     problems += check_collect_lists(env)
     problems += check_restart(state)
     problems += check_lines_in_es(env, state)
+    if secured(env):
+        sec = lab_security(env)
+        problems += check_least_privilege(env, sec)
+        problems += check_secrets(state, sec)
     return problems
 
 
@@ -842,11 +1111,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         env = wait_stack(stack_proc)
         for k in ("ETCD_ENDPOINTS", "KAFKA_BOOTSTRAP_SERVERS", "ES_URL"):
             log(f"{k}={env[k]}")
-    inventory = write_inventory(env, key)
+        sec = lab_security(env) if secured(env) else None
+    inventory = write_inventory(env, key, sec)
     with timer.phase("ansible-playbook site.yml (first run)"):
         recap1 = run_playbook(inventory, "run1")
     problems: list[str] = []
-    with timer.phase("checks: units, etcd keys, kill -9 restart, lines in ES"):
+    with timer.phase("checks: units, etcd keys, kill -9 restart, lines in ES, secrets"):
         problems += check_all(state, env)
     with timer.phase("ansible-playbook site.yml (second run: idempotence)"):
         recap2 = run_playbook(inventory, "run2")
@@ -866,7 +1136,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     log("PASSED: logagent active on every host (and restarted after kill -9), collect lists in etcd under "
         "each host's IP, lines in Elasticsearch with each host's IP, the console answering on lab-host3 with every "
-        "live agent, second run changed=0")
+        "live agent, second run changed=0"
+        + ("; all of it over TLS with credentials, the secrets only in systemd credentials" if SECURE else ""))
     log("the lab stays up: `make lab-status`, `.venv/bin/python lab/lab.py shell lab-host1`, `make lab-down`")
     return 0
 

@@ -17,8 +17,8 @@ installed first (Debian etcd-server with apt; Kafka and Elasticsearch jars from 
 into ~/.cache/logferry, or $LOGFERRY_CACHE). Clients find the endpoints in <workdir>/stack.env
 (shell: `. .stack/stack.env`) and <workdir>/stack.env.json.
 
-Service names for stop/kill/start/restart: etcd1 etcd2 etcd3 zookeeper kafka es1 [es2 es3],
-or the groups `etcd` and `es`.
+Service names for stop/kill/start/restart: etcd1 etcd2 etcd3 zookeeper kafka es1 [es2 es3]
+(with --kafka-brokers N > 1: kafka1..kafkaN), or the groups `etcd`, `kafka` and `es`.
 """
 
 
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="install what is missing, start every service, wait until all serve")
     up.add_argument("--es-nodes", type=int, choices=(1, 3), default=1, help="Elasticsearch nodes (default 1)")
+    up.add_argument("--kafka-brokers", type=int, default=1, metavar="N",
+                    help="Kafka brokers on one ZooKeeper (default 1); N > 1 names them kafka1..kafkaN")
     up.add_argument("--kraft", action="store_true", help="run Kafka in KRaft mode instead of with ZooKeeper")
     up.add_argument(
         "--secure", action="store_true",
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         ("restart", "stop then start a service (add --kill for kill -9)"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("service", help="etcd1..3, zookeeper, kafka, es1..3, or the group etcd / es")
+        p.add_argument("service", help="etcd1..3, zookeeper, kafka (or kafka1..N), es1..3, or a group: etcd, kafka, es")
         if name == "restart":
             p.add_argument("--kill", action="store_true", help="kill -9 instead of SIGTERM")
     args = ap.parse_args(argv)
@@ -88,7 +90,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
             return 1
         started = time.monotonic()
         opts = StackOptions(
-            es_nodes=args.es_nodes, kraft=args.kraft, with_es=not args.no_es,
+            es_nodes=args.es_nodes, kafka_brokers=args.kafka_brokers, kraft=args.kraft, with_es=not args.no_es,
             kafka_heap_mb=args.kafka_heap_mb, es_heap_mb=args.es_heap_mb, bind=args.bind, secure=args.secure,
         )
         stack = Stack(workdir=workdir, options=opts, log=_log)

@@ -39,6 +39,8 @@ class StackError(RuntimeError):
 @dataclass
 class StackOptions:
     es_nodes: int = 1
+    # Brokers on one ZooKeeper: 1 is `kafka` (broker.id 0); N > 1 are kafka1..kafkaN (broker.id i).
+    kafka_brokers: int = 1
     kraft: bool = False
     kafka_heap_mb: int = 512
     es_heap_mb: int = 512
@@ -104,6 +106,11 @@ class Stack:
         return [f"etcd{i}" for i in range(1, ETCD_MEMBERS + 1)]
 
     @property
+    def kafka_names(self) -> list[str]:
+        n = self.options.kafka_brokers
+        return ["kafka"] if n <= 1 else [f"kafka{i}" for i in range(1, n + 1)]
+
+    @property
     def es_names(self) -> list[str]:
         return [f"es{i}" for i in range(1, self.options.es_nodes + 1)] if self.options.with_es else []
 
@@ -112,18 +119,19 @@ class Stack:
         names = [*self.etcd_names]
         if not self.options.kraft:
             names.append("zookeeper")
-        names.append("kafka")
+        names += self.kafka_names
         return names + self.es_names + (["esproxy"] if self.options.secure and self.es_names else [])
 
     def resolve(self, name: str) -> list[str]:
         """Turn a service or group name (`etcd`, `es`) into member names."""
-        groups = {"etcd": self.etcd_names, "es": self.es_names, "elasticsearch": self.es_names}
+        groups = {"etcd": self.etcd_names, "es": self.es_names, "elasticsearch": self.es_names,
+                  "kafka": self.kafka_names}
         if name in groups:
             return groups[name]
         if name == "esproxy" and "esproxy" not in self.procs:
             raise StackError("no service named 'esproxy': it runs only in a stack started with --secure")
         if name not in self.procs:
-            raise StackError(f"no service named {name!r}; known: {', '.join(self.service_names)}, etcd, es")
+            raise StackError(f"no service named {name!r}; known: {', '.join(self.service_names)}, etcd, kafka, es")
         return [name]
 
     # ----------------------------------------------------------------- endpoints
@@ -133,7 +141,7 @@ class Stack:
         env = {
             "LOGFERRY_STACK_DIR": str(self.workdir),
             "ETCD_ENDPOINTS": ",".join(f"{b}:{p[f'{n}_client']}" for n in self.etcd_names),
-            "KAFKA_BOOTSTRAP_SERVERS": f"{b}:{p['kafka']}",
+            "KAFKA_BOOTSTRAP_SERVERS": ",".join(f"{b}:{p[n]}" for n in self.kafka_names),
         }
         if not self.options.kraft:
             env["ZOOKEEPER_CONNECT"] = f"127.0.0.1:{p['zookeeper']}"
@@ -175,7 +183,7 @@ class Stack:
     # ----------------------------------------------------------------- definitions
     def _allocate_ports(self) -> None:
         names = [f"{n}_{k}" for n in self.etcd_names for k in ("client", "peer")]
-        names += ["kafka", "kafka_controller", "zookeeper"]
+        names += [*self.kafka_names, "kafka_controller", "zookeeper"]
         names += [f"{n}_{k}" for n in self.es_names for k in ("http", "transport")]
         if self.options.secure:
             names += ["kafka_plain", "esproxy"]
@@ -242,9 +250,20 @@ class Stack:
                 log=str(zdir / "zookeeper.log"),
                 cwd=str(zdir),
             )
-        kdir = self.workdir / "kafka"
+        for i, name in enumerate(self.kafka_names):
+            self._define_broker(name, i + 1 if len(self.kafka_names) > 1 else 0, java, cp, common_jvm)
+
+    def _define_broker(self, name: str, broker_id: int, java: str, cp: str, common_jvm: list[str]) -> None:
+        """One broker with its own port and data dir; several share the ZooKeeper (see kafka_names)."""
+        p = self.ports
+        kdir = self.workdir / name
         kdir.mkdir(parents=True, exist_ok=True)
         props = kafka_properties(str(kdir / "data"))
+        if len(self.kafka_names) > 1:
+            # Internal topics replicated like the test topics: a dead broker must not take the
+            # consumer groups' offsets with it.
+            rf = str(min(3, len(self.kafka_names)))
+            props |= {"offsets.topic.replication.factor": rf, "transaction.state.log.replication.factor": rf}
         if self.options.kraft:
             props |= {
                 "process.roles": "broker,controller",
@@ -258,8 +277,8 @@ class Stack:
             }
         else:
             props |= {
-                "broker.id": "0",
-                "listeners": f"PLAINTEXT://{self.options.bind}:{p['kafka']}",
+                "broker.id": str(broker_id),
+                "listeners": f"PLAINTEXT://{self.options.bind}:{p[name]}",
                 "zookeeper.connect": f"127.0.0.1:{p['zookeeper']}",
                 "zookeeper.connection.timeout.ms": "30000",
             }
@@ -267,8 +286,8 @@ class Stack:
             props |= security.kafka_listener_props(self.material, self.options.bind, p)
             self._kafka_admin_cmd = (java, [*common_jvm, "-Xmx256m"], cp)
         (kdir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        self.procs["kafka"] = ProcRecord(
-            name="kafka",
+        self.procs[name] = ProcRecord(
+            name=name,
             argv=[java, *self._java_opts(self.options.kafka_heap_mb, kdir), *common_jvm, "-cp", cp,
                   "kafka.Kafka", str(kdir / "server.properties")],
             log=str(kdir / "kafka.log"),
@@ -313,7 +332,8 @@ class Stack:
     def _ready(self, name: str) -> bool:
         if self.options.secure:
             return security.service_ready(name, self.ports, self.options.bind, len(self.es_names), self.workdir)
-        return service_ready(name, self.ports, self.options.bind, len(self.es_names))
+        return service_ready(name, self.ports, self.options.bind, len(self.es_names),
+                             kafka_brokers=len(self.kafka_names))
 
     def wait_ready(self, names: list[str], timeout_s: float) -> None:
         """Wait until every named service answers; fail naming the first one that does not."""
@@ -346,11 +366,13 @@ class Stack:
         self.started_at = time.monotonic()
         # A new stack gets new ports: data left by an earlier stack in this work dir names the
         # old peers (etcd would wait forever for them), so it goes. Logs are kept (appended).
-        for name in ("etcd1", "etcd2", "etcd3", "zookeeper", "kafka", "es1", "es2", "es3"):
+        for name in ("etcd1", "etcd2", "etcd3", "zookeeper", *self.kafka_names, "es1", "es2", "es3"):
             shutil.rmtree(self.workdir / name / "data", ignore_errors=True)
         etcd_bin = downloads.ensure_etcd(self.log)
         java = downloads.ensure_java(self.log)
         kafka_lib = downloads.ensure_kafka(self.log)
+        if self.options.kafka_brokers > 1 and (self.options.kraft or self.options.secure):
+            raise StackError("--kafka-brokers > 1 runs the brokers on ZooKeeper without TLS; drop --kraft/--secure")
         self._allocate_ports()
         if self.options.secure:
             if self.options.kraft:
@@ -378,12 +400,13 @@ class Stack:
             if self.options.secure:
                 java_bin, jvm, cp = self._kafka_admin_cmd
                 security.kafka_add_users(self.material, java_bin, cp, f"127.0.0.1:{self.ports['zookeeper']}", jvm)
-            spawn(self.procs["kafka"])
+            for n in self.kafka_names:
+                spawn(self.procs[n])
             self.save()
             self.wait_ready(self.etcd_names, 60)
             if self.options.secure:
                 security.etcd_enable_auth(self.material, f"{self.options.bind}:{self.ports['etcd1_client']}")
-            self.wait_ready(["kafka"], 90)
+            self.wait_ready(self.kafka_names, 90)
             self.wait_ready(self.es_names, 150)
             if "esproxy" in self.procs:
                 spawn(self.procs["esproxy"])
@@ -399,7 +422,7 @@ class Stack:
 
     def down(self) -> list[str]:
         """Stop exactly the recorded processes: Kafka before ZooKeeper, so it can deregister."""
-        order = ["esproxy", "kafka", *self.es_names, "zookeeper", *self.etcd_names]
+        order = ["esproxy", *self.kafka_names, *self.es_names, "zookeeper", *self.etcd_names]
         stopped = []
         for n in order:
             rec = self.procs.get(n)
@@ -501,8 +524,12 @@ def kafka_properties(log_dirs: str) -> dict[str, str]:
     }
 
 
-def service_ready(name: str, ports: dict[str, int], bind: str, es_nodes: int) -> bool:
-    """Whether one service answers as a client needs it to (same checks for processes and containers)."""
+def service_ready(name: str, ports: dict[str, int], bind: str, es_nodes: int, *, kafka_brokers: int = 1) -> bool:
+    """Whether one service answers as a client needs it to (same checks for processes and containers).
+
+    A broker (``kafka``, ``kafka2``...) is ready when its metadata lists all ``kafka_brokers``
+    brokers: a cluster with one still unregistered would refuse a replication factor of N.
+    """
     p = ports
     try:
         if name.startswith("etcd"):
@@ -510,8 +537,8 @@ def service_ready(name: str, ports: dict[str, int], bind: str, es_nodes: int) ->
             return json.loads(body).get("health") == "true"
         if name == "zookeeper":
             return zk_command(p["zookeeper"], "ruok") == "imok"
-        if name == "kafka":
-            return kafka_broker_ids(f"{bind}:{p['kafka']}", 2.0) != []
+        if name.startswith("kafka"):
+            return len(kafka_broker_ids(f"{bind}:{p[name]}", 2.0)) >= max(1, kafka_brokers)
         if name.startswith("es"):
             body = _http_get(f"http://{bind}:{p[f'{name}_http']}/_cluster/health", 2.0)
             health = json.loads(body)

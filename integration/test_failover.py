@@ -163,10 +163,21 @@ class Pipeline:
         self.es.close()
 
 
-def partition_state(admin: AdminClient, topic: str) -> tuple[int, list[int]]:
-    """(leader broker id, in-sync replica ids) of partition 0, from the cluster's metadata."""
-    p = admin.list_topics(topic, timeout=5).topics[topic].partitions[0]
-    return p.leader, sorted(p.isrs)
+def partition_state(admin: AdminClient, topic: str, timeout_s: float = 60) -> tuple[int, list[int]]:
+    """(leader broker id, in-sync replica ids) of partition 0, from the cluster's metadata.
+
+    Right after a broker dies the client may still ask it first, and a metadata request times out
+    ("Failed to get metadata: Local: Timed out"): asked again until `timeout_s`.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            p = admin.list_topics(topic, timeout=5).topics[topic].partitions[0]
+            return p.leader, sorted(p.isrs)
+        except KafkaException as e:
+            if time.monotonic() > deadline:
+                raise
+            print(f"metadata not known yet: {e}")
 
 
 def test_kafka_partition_leader_killed_under_load_every_line_once(replicated: StackHandle, tmp_path: Path) -> None:

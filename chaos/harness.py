@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from integration.agents import made_after
 from integration.harness import VENV_BIN, Daemon, proc_mem_kb
 
 from .netns import Host, NetnsHosts, OverrideHosts
@@ -435,13 +436,11 @@ class Run:
             entry["took_s"] = round(time.monotonic() - t0, 1)
             self.rotation_log.append(entry)
 
-    def acked_offset(self, f: LogFile, made_after: datetime | None = None) -> int | None:
-        """``f``'s acknowledged offset in its agent's status (only a status made after ``made_after``)."""
+    def acked_offset(self, f: LogFile, after: datetime | None = None) -> int | None:
+        """``f``'s acknowledged offset in its agent's status (only a status made after ``after``)."""
         st = self.agent_status(f.host) or {}
-        if made_after is not None:
-            made = st.get("updated_at")
-            if not made or datetime.fromisoformat(made) <= made_after:
-                return None
+        if after is not None and not made_after(st, after):
+            return None
         for e in st.get("files", []):
             if e.get("path") == str(f.path):
                 return e.get("offset")
@@ -450,13 +449,12 @@ class Run:
     def wait_caught_up(self, f: LogFile, timeout: float) -> bool:
         """The writer is paused on ``f``: wait until the agent acknowledged all of it (status key).
 
-        Only a status made after the pause counts: an older one may describe the file before its
-        last truncate, at the very size it has regrown to (see integration/test_agent.py).
+        Only a status made after the pause counts (integration.agents.made_after says why).
         """
         began = datetime.now(UTC).replace(microsecond=0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop_evt.is_set():
-            if self.acked_offset(f, made_after=began) == f.size():
+            if self.acked_offset(f, after=began) == f.size():
                 return True
             time.sleep(0.2)
         return False

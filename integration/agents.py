@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from integration.harness import VENV_BIN, Daemon, daemon
@@ -46,6 +47,18 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def made_after(status: dict, began: datetime) -> bool:
+    """Was this agent status made after ``began`` (a whole second, UTC)?
+
+    Waits that compare a status with a file take only a status made after they began: an older one
+    may describe the file before its last truncate, at the very size it has regrown to (the same
+    writer at the same rate between two rotations), and look caught up while the agent is not.
+    ``updated_at`` has whole seconds: one stamped in a later second than ``began`` was made after it.
+    """
+    made = status.get("updated_at")
+    return bool(made) and datetime.fromisoformat(made) > began
 
 
 class LineWriter:

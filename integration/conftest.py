@@ -60,19 +60,24 @@ def _log(msg: str) -> None:
     print(f"[stack] {msg}", flush=True)
 
 
-def _native_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
-    reuse = os.environ.get("LOGFERRY_STACK_DIR")
+def native_stack(tmp_path_factory: pytest.TempPathFactory, options: StackOptions, *, what: str = "stack",
+                 reuse_env: str = "LOGFERRY_STACK_DIR", shape: tuple[str, ...] = ()) -> Iterator[StackHandle]:
+    """A native stack: the running one of ``$reuse_env`` if every service serves and its options
+    agree with ``options`` on the fields named in ``shape``; else one started with ``options`` in a
+    temp dir and stopped at the end (the session stack, and the test modules' own stacks)."""
+    reuse = os.environ.get(reuse_env)
     if reuse:
         st = Stack.load(Path(reuse), log=_log)
-        if st and set(st.running()) == set(st.service_names):
-            _log(f"reusing the running stack in {reuse}")
+        if (st and set(st.running()) == set(st.service_names)
+                and all(getattr(st.options, f) == getattr(options, f) for f in shape)):
+            _log(f"reusing the running {what} in {reuse}")
             yield StackHandle(env=st.env(), servers=st)
             return
-    workdir = tmp_path_factory.mktemp("stack")
-    st = Stack(workdir=workdir, options=StackOptions(es_nodes=1), log=_log)
+    workdir = tmp_path_factory.mktemp(what.replace(" ", "-"))
+    st = Stack(workdir=workdir, options=options, log=_log)
     started = time.monotonic()
     st.up()
-    _log(f"stack up in {time.monotonic() - started:.1f}s in {workdir}")
+    _log(f"{what} up in {time.monotonic() - started:.1f}s in {workdir}")
     try:
         yield StackHandle(env=st.env(), servers=st)
     finally:
@@ -100,7 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
     if os.environ.get("LOGFERRY_STACK", "native") == "docker":
         yield from _docker_stack()
     else:
-        yield from _native_stack(tmp_path_factory)
+        yield from native_stack(tmp_path_factory, StackOptions(es_nodes=1))
 
 
 # ------------------------------------------------------------------------------ names

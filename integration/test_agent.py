@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.agents import LineWriter, agent_ini, agent_process, wait_for
+from integration.agents import LineWriter, agent_ini, agent_process, made_after, wait_for
 from integration.conftest import StackHandle, read_topic, topic_size
 from integration.harness import Daemon
 from logferry.etcd import EtcdClient
@@ -60,23 +60,15 @@ def status(etcd: EtcdClient, prefix: str, ip: str) -> dict | None:
 
 
 def wait_caught_up(etcd: EtcdClient, prefix: str, ip: str, path: Path, timeout: float = 30) -> None:
-    """Wait until the agent's status says every byte of `path` is acknowledged by Kafka.
-
-    Only a status the agent made after this wait began counts: an older one may describe the
-    file as it was before a truncate, and a file regrown to the very size it had then (the same
-    writer at the same rate between two rotations) would look caught up while the agent is not
-    (seen: 3 batches unread, then lost to the copytruncate). ``updated_at`` has whole seconds:
-    a status stamped in a later second than the start was made after it.
-    """
+    """Wait until the agent's status (one made after this wait began) says every byte of `path` is
+    acknowledged by Kafka."""
     began = datetime.now(UTC).replace(microsecond=0)
 
     def done() -> bool:
         size = path.stat().st_size
         doc = status(etcd, prefix, ip) or {}
-        made = doc.get("updated_at")
-        if not made or datetime.fromisoformat(made) <= began:
-            return False
-        return any(f.get("path") == str(path) and f.get("offset") == size for f in doc.get("files", []))
+        return made_after(doc, began) and any(
+            f.get("path") == str(path) and f.get("offset") == size for f in doc.get("files", []))
 
     wait_for(done, timeout, f"the agent to acknowledge all of {path}", interval=0.1)
 

@@ -27,9 +27,9 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 
 from integration.agents import LineWriter, agent_ini, agent_process, wait_for
-from integration.conftest import StackHandle, _log, read_topic, topic_size
+from integration.conftest import StackHandle, _log, native_stack, read_topic, topic_size
 from integration.harness import Daemon
-from integration.stack import Stack, StackOptions
+from integration.stack import StackOptions
 from integration.test_agent import set_list
 from integration.test_agent import status as agent_status
 from integration.test_transfer import put_config, status_of, transfer_config, transfer_ini, transfer_process
@@ -48,23 +48,9 @@ pytestmark = pytest.mark.skipif(os.environ.get("LOGFERRY_STACK", "native") == "d
 def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
     """A stack with 3 brokers and 3 ES nodes: the running one of $LOGFERRY_STACK_DIR if it has that
     shape, else one of our own (smaller heaps: 6 JVMs share 2 cores with the other tests)."""
-    reuse = os.environ.get("LOGFERRY_STACK_DIR")
-    if reuse:
-        st = Stack.load(Path(reuse), log=_log)
-        if (st and set(st.running()) == set(st.service_names) and st.options.kafka_brokers == BROKERS
-                and st.options.es_nodes == ES_NODES):
-            _log(f"reusing the running replicated stack in {reuse}")
-            yield StackHandle(env=st.env(), servers=st)
-            return
-    st = Stack(workdir=tmp_path_factory.mktemp("replicated"), log=_log,
-               options=StackOptions(kafka_brokers=BROKERS, es_nodes=ES_NODES, kafka_heap_mb=256, es_heap_mb=384))
-    started = time.monotonic()
-    st.up()
-    _log(f"replicated stack up in {time.monotonic() - started:.1f}s in {st.workdir}")
-    try:
-        yield StackHandle(env=st.env(), servers=st)
-    finally:
-        st.down()
+    yield from native_stack(tmp_path_factory, StackOptions(kafka_brokers=BROKERS, es_nodes=ES_NODES, kafka_heap_mb=256,
+                                                           es_heap_mb=384),
+                            what="replicated stack", shape=("kafka_brokers", "es_nodes"))
 
 
 class SteadyWriter(threading.Thread):

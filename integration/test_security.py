@@ -31,9 +31,9 @@ from pathlib import Path
 import pytest
 
 from integration.agents import LineWriter, agent_process, wait_for
-from integration.conftest import StackHandle, _log
+from integration.conftest import StackHandle, native_stack
 from integration.harness import Daemon, daemon
-from integration.stack import Stack, StackOptions
+from integration.stack import StackOptions
 from integration.stack.procs import ProcRecord, free_ports, spawn, stop
 from logferry.etcd import EtcdClient, EtcdError
 
@@ -43,23 +43,11 @@ LOGCTL = str(Path(sys.executable).parent / "logctl")
 
 
 # ------------------------------------------------------------------------------ the secured stack
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
     """A secured native stack for this module only (the plain session stack is another one)."""
-    reuse = os.environ.get("LOGFERRY_SECURE_STACK_DIR")
-    if reuse:
-        st = Stack.load(Path(reuse), log=_log)
-        if st and st.options.secure and set(st.running()) == set(st.service_names):
-            _log(f"reusing the running secured stack in {reuse}")
-            yield StackHandle(env=st.env())
-            return
-    workdir = tmp_path_factory.mktemp("secure-stack")
-    st = Stack(workdir=workdir, options=StackOptions(es_nodes=1, secure=True), log=_log)
-    st.up()
-    try:
-        yield StackHandle(env=st.env())
-    finally:
-        st.down()
+    yield from native_stack(tmp_path_factory, StackOptions(es_nodes=1, secure=True), what="secured stack",
+                            reuse_env="LOGFERRY_SECURE_STACK_DIR", shape=("secure",))
 
 
 @pytest.fixture

@@ -130,31 +130,34 @@ class KafkaSink:
         self.inflight_count = 0
         self.last_error: str | None = None
         self._last_error_logged = 0.0
-        self._security_error: str | None = None  # the TLS/login problem last reported (logferry.tlsdiag)
-        self._security_at = 0.0
+        self._errors = tlsdiag.KafkaErrors(conf)
+        self._security_logged: str | None = None  # the clear TLS/login line last logged
 
     def _on_error(self, err: KafkaError) -> None:
         # Broker-down and similar are expected faults: one log line, rate-limited, no traceback.
+        # logferry.tlsdiag.KafkaErrors (shared with the transfer's clients) turns a bad
+        # certificate or password into its clear line and drops the "brokers are down" echoes
+        # that follow it; what is logged when stays the agent's: the clear line when it starts or
+        # changes and as a reminder a minute, other faults at most every 10 s.
         now = time.monotonic()
-        clear = tlsdiag.kafka_explain(err.str(), self._conf) if err.code() != KafkaError._ALL_BROKERS_DOWN else None
-        if clear is not None:
-            # A bad certificate or password: one clear line when it starts or changes, a reminder
-            # a minute; the "brokers are down" that follow it say nothing new (see below).
-            self.last_error = f"kafka: {clear}"
-            if clear != self._security_error or now - self._last_error_logged > 60:
-                self._last_error_logged = now
-                log.error("%s (will keep retrying; lines wait, nothing is dropped)", clear)
-            self._security_error, self._security_at = clear, now
-            return
-        if self._security_error is not None and now - self._security_at < 60 and not err.fatal():
-            return  # "1/1 brokers are down" because of the problem just reported
-        self._security_error = None
-        self.last_error = f"kafka: {err.str()}"
-        if now - self._last_error_logged > 10 or err.fatal():
-            self._last_error_logged = now
-            log.warning("kafka: %s (will keep retrying; lines wait, nothing is dropped)", err.str())
         if err.fatal():
+            self.last_error = f"kafka: {err.str()}"
+            log.error("kafka: %s (fatal for the producer)", err.str())
             raise KafkaException(err)
+        said = self._errors(err.name(), err.str())
+        if said is None:
+            return  # the echo of a problem just reported, or another client's to report
+        key, text = said
+        self.last_error = f"kafka: {text}"
+        if key == "security":
+            if text != self._security_logged or now - self._last_error_logged > 60:
+                self._last_error_logged, self._security_logged = now, text
+                log.error("%s (will keep retrying; lines wait, nothing is dropped)", text)
+            return
+        self._security_logged = None
+        if now - self._last_error_logged > 10:
+            self._last_error_logged = now
+            log.warning("kafka: %s (will keep retrying; lines wait, nothing is dropped)", text)
 
     def produce(self, topic: str, key: bytes, value: bytes, token: Any) -> None:
         """Queue one record; blocks (serving callbacks) only if librdkafka's own queue is full.

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from logctl.util import fmt_bytes
+from logferry import engine
 from logferry.estemplates import PRIORITY, index_patterns, matching_templates, same_priority_overlaps, template_name
 from logferry.fleet import HostView, config_state
 from logferry.schema import DEFAULT_INDEX, SchemaError, TransferConfig, index_name, parse_transfer_config
@@ -298,6 +299,10 @@ def check_kafka(conf: dict[str, str], need: dict[str, list[str]], topics_regex: 
             entries = admin.describe_configs([res])[res].result(timeout=timeout_s)
             entry = entries.get("auto.create.topics.enable")
             auto_create = entry is not None and str(entry.value).lower() == "true"
+            ibp = entries.get("inter.broker.protocol.version")
+            old = engine.kafka_version_problem(str(ibp.value) if ibp is not None and ibp.value else None)
+            if old:
+                found.append(Finding(c, FAIL, old))
         except Exception:  # not allowed to describe configs, old broker: just do not know
             auto_create = None
     existing = md.topics
@@ -372,12 +377,17 @@ def check_es_templates(templates: list[dict[str, Any]], sample_index: str, index
 def check_es(es: Any, cfg: TransferConfig | None, sample_topic: str) -> list[Finding]:
     c = "elasticsearch"
     found: list[Finding] = []
+    # GET / in plain JSON first: an unsupported engine (ES 7, OpenSearch 1) still answers that, in one line
+    eng = engine.probe(es)
+    if eng is not None and eng.unsupported():
+        return [Finding(c, FAIL, eng.unsupported())]
+    if eng is not None and eng.untested():
+        found.append(Finding(c, WARN, eng.untested()))
     info = es.info()
     version = info.get("version", {}).get("number", "?")
+    if eng is not None:
+        version = eng.label.replace("Elasticsearch ", "")  # "8.19.21" as before; "OpenSearch 2.19.6"
     name = info.get("cluster_name", "?")
-    if not version.startswith("8."):
-        found.append(Finding(c, FAIL, f"cluster {name} runs Elasticsearch {version}; logferry's client speaks 8.x "
-                                       "(a 9.x client is refused by 8, and 7 lacks what it uses)"))
     h = es.cluster.health()
     status = h.get("status")
     nodes = h.get("number_of_nodes")

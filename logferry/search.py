@@ -53,11 +53,14 @@ _DATE_TOKEN = re.compile(r"yyyy|MM|dd|HH|[._-]")
 
 
 def es_client(s: EsSettings, timeout_s: float) -> Any:
-    """An Elasticsearch client for these settings: one retry, no retry on timeouts (the caller decides)."""
-    from elasticsearch import Elasticsearch
+    """A client for these settings: one retry, no retry on timeouts (the caller decides).
+
+    Elasticsearch 8/9 or OpenSearch 2: :func:`logferry.engine.client` (docs/compatibility.md).
+    """
+    from logferry import engine
 
     kw: dict[str, Any] = {"request_timeout": timeout_s, "max_retries": 1, "retry_on_timeout": False}
-    return Elasticsearch(s.hosts, **kw, **s.auth_kwargs())
+    return engine.client(s.hosts, **kw, **s.auth_kwargs())
 
 
 def iso_utc(t: datetime) -> str:

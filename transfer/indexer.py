@@ -163,7 +163,7 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, elastic_transport.ConnectionError):
         return RETRY, f"cannot connect ({_first_line(exc)})"
     if isinstance(exc, elasticsearch.UnsupportedProductError):
-        return RETRY, f"{_first_line(exc)}; is es_hosts an Elasticsearch 8 server?"
+        return RETRY, f"{_first_line(exc)}; is es_hosts an Elasticsearch 8/9 or OpenSearch 2 server?"
     if isinstance(exc, elastic_transport.TransportError | elastic_transport.SerializationError):
         return RETRY, f"{type(exc).__name__}: {_first_line(exc)}"
     if isinstance(exc, OSError | TimeoutError):

@@ -37,7 +37,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from elasticsearch import Elasticsearch
 
-from logferry import __version__
+from logferry import __version__, engine
 from logferry.config import ConfigError, EsSettings, TransferDaemonConfig, load_transfer_config
 from logferry.etcd import EtcdClient, EtcdError, WatchEvent
 from logferry.schema import TransferConfig
@@ -77,7 +77,8 @@ def make_es_client(t: Any) -> Elasticsearch:
     es = EsSettings(hosts=t.es_hosts, api_key=t.es_api_key, username=t.es_username, password=t.es_password,
                     ca_file=t.es_ca_file, verify_certs=t.es_verify_certs)
     kwargs |= es.auth_kwargs()
-    return Elasticsearch(t.es_hosts, **kwargs)
+    # ES 8, ES 9 or OpenSearch 2: the differences are in logferry/engine.py
+    return engine.client(t.es_hosts, **kwargs)
 
 
 class Transfer:
@@ -312,6 +313,8 @@ class Transfer:
         self.metrics.serve(t.metrics_address, lambda: self._health)
         log.info("logtransfer %s starting: id %s, group %s, config key %s, elasticsearch %s", __version__, t.id,
                  t.group_id, self.live.key, ", ".join(t.es_hosts))
+        if not self.check_engine():
+            return 2
         self.connect_etcd()
         self.retention.start()
         tune_gc()
@@ -329,6 +332,28 @@ class Transfer:
             if now - self._last_status >= t.status_interval_s:
                 self.refresh_status()
         return self.shutdown()
+
+    def check_engine(self) -> bool:
+        """Ask the Kafka brokers' protocol and the search cluster's engine; False (after one line saying
+        why) when either is a version logferry does not support.
+
+        A cluster that does not answer yet is not an error: the client finds out at its first answer
+        (logferry/engine.py) and an unsupported one is then the Elasticsearch fault, retried.
+        """
+        old_kafka = engine.kafka_version_problem(engine.kafka_broker_protocol(self.cfg.kafka.common_config(), 3.0))
+        if old_kafka:
+            log.error("%s", old_kafka)
+            return False
+        found = engine.probe(self.es, timeout_s=5.0)
+        if found is None:
+            log.info("search engine: no answer yet from %s; checked again at the first answer",
+                     ", ".join(self.cfg.transfer.es_hosts))
+            return True
+        if found.unsupported():
+            log.error("%s", found.unsupported())
+            return False
+        log.info("search engine: %s%s", found.label, f" ({found.untested()})" if found.untested() else "")
+        return True
 
     def consume_once(self) -> None:
         p = self.pipeline

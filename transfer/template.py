@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from logferry.engine import template_settings
 from logferry.estemplates import PRIORITY, index_patterns, matching_templates, same_priority_overlaps, template_name
 
 from .backoff import Backoff
@@ -132,8 +133,11 @@ def _install(es: Any, name: str, body: dict[str, Any]) -> bool:
     found = (resp.body if hasattr(resp, "body") else resp).get("index_templates") or []
     if found and _same(found[0].get("index_template", {}), body):
         return False
+    # the engine is known by now (the GET above answered): OpenSearch lacks one of the settings
+    known = getattr(getattr(es, "transport", None), "engine", None)
+    template = dict(body["template"], settings=template_settings(known, body["template"]["settings"]))
     es.indices.put_index_template(name=name, index_patterns=body["index_patterns"],
-                                  priority=body["priority"], template=body["template"], meta=body["_meta"])
+                                  priority=body["priority"], template=template, meta=body["_meta"])
     return True
 
 

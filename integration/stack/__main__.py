@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--kafka-brokers", type=int, default=1, metavar="N",
                     help="Kafka brokers on one ZooKeeper (default 1); N > 1 names them kafka1..kafkaN")
     up.add_argument("--kraft", action="store_true", help="run Kafka in KRaft mode instead of with ZooKeeper")
+    up.add_argument("--kafka", choices=("3", "4"), default="3",
+                    help="Kafka 3 (3.9.2, with ZooKeeper unless --kraft; default) or 4 (4.x, KRaft only)")
+    up.add_argument("--search", choices=("es8", "es9", "opensearch"), default="es8",
+                    help="the search engine: Elasticsearch 8.19 (default), Elasticsearch 9.x (needs a JDK 21+, "
+                    "found in /usr/lib/jvm or $LOGFERRY_ES_JAVA_HOME) or OpenSearch 2.19")
+    up.add_argument("--etcd", choices=("3.4", "3.6"), default="3.4",
+                    help="etcd 3.4 (Debian's package; default) or 3.6 (built with Go from its modules, cached)")
     up.add_argument(
         "--secure", action="store_true",
         help="TLS and authentication everywhere: etcd with client certificates and users/roles, Kafka "
@@ -92,6 +99,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         opts = StackOptions(
             es_nodes=args.es_nodes, kafka_brokers=args.kafka_brokers, kraft=args.kraft, with_es=not args.no_es,
             kafka_heap_mb=args.kafka_heap_mb, es_heap_mb=args.es_heap_mb, bind=args.bind, secure=args.secure,
+            kafka=args.kafka, search=args.search, etcd=args.etcd,
         )
         stack = Stack(workdir=workdir, options=opts, log=_log)
         stack.up()

@@ -129,3 +129,87 @@ def ensure_kafka(log: Log) -> Path:
         f"Apache Kafka {KAFKA_VERSION}",
         log,
     )
+
+
+# --------------------------------------------------------------------------- other versions (issue 19)
+KAFKA4_VERSION = "4.1.1"
+ETCD36_VERSION = "3.6.16"
+
+
+def ensure_kafka_version(major: str, log: Log) -> tuple[Path, str]:
+    """The lib dir and version of Kafka `major` ("3": the default 3.9.2 with ZooKeeper; "4": KRaft only).
+
+    Kafka 4 logs with log4j2 (its jars bring log4j-core); 3.x with reload4j as before.
+    """
+    if major in ("3", KAFKA_VERSION):
+        return ensure_kafka(log), KAFKA_VERSION
+    if major in ("4", KAFKA4_VERSION):
+        lib = maven_fetch(
+            cache_dir() / f"kafka_{SCALA_VERSION}-{KAFKA4_VERSION}",
+            [
+                ("org.apache.kafka", f"kafka_{SCALA_VERSION}", KAFKA4_VERSION),
+                ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.24.3"),
+                ("org.apache.logging.log4j", "log4j-core", "2.24.3"),
+            ],
+            f"Apache Kafka {KAFKA4_VERSION}",
+            log,
+        )
+        return lib, KAFKA4_VERSION
+    raise RuntimeError(f"--kafka {major}: the stack runs Kafka 3 ({KAFKA_VERSION}) or 4 ({KAFKA4_VERSION})")
+
+
+def find_go() -> str | None:
+    return shutil.which("go") or next((p for p in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go")
+                                       if Path(p).exists()), None)
+
+
+ETCD_MAIN_GO = """\
+// Built by integration/stack/downloads.py: etcd's own server main, from its Go modules.
+package main
+
+import (
+\t"os"
+
+\t"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+"""
+
+
+def ensure_etcd_version(version: str, log: Log) -> str:
+    """The etcd binary of `version`: "3.4" is Debian's package, "3.6" is built with Go (cached)."""
+    if version in ("3.4", "", "default"):
+        return ensure_etcd(log)
+    if version not in ("3.6", ETCD36_VERSION):
+        raise RuntimeError(f"--etcd {version}: the stack runs etcd 3.4 (Debian's) or 3.6 ({ETCD36_VERSION})")
+    target = cache_dir() / f"etcd-{ETCD36_VERSION}"
+    binary = target / "etcd"
+    if binary.exists() and (target / ".complete").exists():
+        return str(binary)
+    go = find_go()
+    if not go:
+        raise RuntimeError(
+            f"etcd {ETCD36_VERSION} is built from its Go modules and there is no Go toolchain: "
+            "install Go (https://go.dev/dl/) or put `go` on PATH"
+        )
+    log(f"building etcd {ETCD36_VERSION} with {go} into {target} (first time only, a few minutes)…")
+    started = time.monotonic()
+    src = target / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "main.go").write_text(ETCD_MAIN_GO)
+    env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0", GOPATH=str(cache_dir() / "go"),
+               GOCACHE=str(cache_dir() / "go" / "build-cache"))
+    if not (src / "go.mod").exists():
+        subprocess.run([go, "mod", "init", "logferry.local/etcd"], cwd=src, check=True, env=env,
+                       capture_output=True)
+    steps = [[go, "get", f"go.etcd.io/etcd/server/v3@v{ETCD36_VERSION}"], [go, "mod", "tidy"],
+             [go, "build", "-trimpath", "-o", str(binary), "."]]
+    for step in steps:
+        proc = subprocess.run(step, cwd=src, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"building etcd {ETCD36_VERSION}: `{' '.join(step)}` failed:\n"
+                               f"{(proc.stdout + proc.stderr)[-3000:]}")
+    (target / ".complete").write_text(ETCD36_VERSION + "\n")
+    log(f"etcd {ETCD36_VERSION} built in {time.monotonic() - started:.0f}s")
+    return str(binary)

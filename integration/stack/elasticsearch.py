@@ -39,6 +39,9 @@ from . import downloads
 from .procs import free_ports
 
 ES_VERSION = "8.19.21"
+# Other versions the stack can run (`up --search es9|opensearch`, docs/compatibility.md).
+ES9_VERSION = "9.2.2"  # the newest 9.2 whose transport-netty4 module is on Maven Central (9.2.4 has none)
+OPENSEARCH_VERSION = "2.19.6"
 
 Log = Callable[[str], None]
 
@@ -64,14 +67,19 @@ rootLogger.level = info
 rootLogger.appenderRef.console.ref = console
 """
 
-REST_ROOT_DESCRIPTOR = f"""\
+REST_ROOT_DESCRIPTOR = """\
 description=GET / and HEAD / (stands in for the distribution's rest-root module)
-version={ES_VERSION}
+version={version}
 name=logferry-rest-root
 classname=org.logferry.es.LogferryRestRoot
 java.version=17
-elasticsearch.version={ES_VERSION}
+elasticsearch.version={version}
 """
+
+
+def min_java(version: str) -> int:
+    """The oldest Java a server version runs on: ES 9 needs 21, ES 8 and OpenSearch 2 take 17."""
+    return 21 if int(version.split(".")[0]) >= 9 else 17
 
 
 @dataclass
@@ -177,27 +185,61 @@ class EsRuntime:
 # --------------------------------------------------------------------------- preparing
 
 
-def prepare(cache_dir: Path, log: Log) -> EsRuntime:
+def prepare(cache_dir: Path, log: Log, version: str = ES_VERSION) -> EsRuntime:
     """Fetch (first time only) and compile (when the sources changed) what nodes need.
 
     Everything lands in ``cache_dir/elasticsearch-<version>``; a marker written last makes an
     interrupted fetch start over instead of leaving half a set of jars.
     """
-    es_home = Path(cache_dir) / f"elasticsearch-{ES_VERSION}"
-    java, javac = _find_jdk(log)
-    _fetch(es_home, log)
-    launcher_jar = _compile(es_home, javac, log)
+    es_home = Path(cache_dir) / f"elasticsearch-{version}"
+    java, javac = _find_jdk(log, min_java(version))
+    _fetch(es_home, log, version)
+    launcher_jar = _compile(es_home, javac, log, version)
     runtime = EsRuntime(java=java, es_home=es_home, launcher_jar=launcher_jar)
     runtime.cds_archive = _class_data_archive(runtime, log)
     return runtime
 
 
-def _find_jdk(log: Log) -> tuple[str, str]:
-    """java and javac of one JDK ≥ 17: $LOGFERRY_ES_JAVA_HOME, $JAVA_HOME, or the one on PATH.
+def java_feature(java_home: Path) -> int:
+    """The feature release (17, 21, 25) of a JDK home, from its `release` file; 0 if unknown."""
+    try:
+        for line in (java_home / "release").read_text().splitlines():
+            if line.startswith("JAVA_VERSION="):
+                v = line.split("=", 1)[1].strip('"')
+                return int(v.split(".")[0]) if not v.startswith("1.") else int(v.split(".")[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def find_jdk_at_least(minimum: int) -> Path | None:
+    """A JDK home (with javac) of release >= `minimum`: $LOGFERRY_ES_JAVA_HOME, $JAVA_HOME,
+    then /usr/lib/jvm/* (newest first)."""
+    candidates = [os.environ.get(v) for v in ("LOGFERRY_ES_JAVA_HOME", "JAVA_HOME")]
+    candidates += sorted((str(p) for p in Path("/usr/lib/jvm").glob("*") if p.is_dir() and not p.is_symlink()),
+                         key=lambda h: -java_feature(Path(h)))
+    for home in candidates:
+        if home and (Path(home) / "bin" / "javac").exists() and java_feature(Path(home)) >= minimum:
+            return Path(home)
+    return None
+
+
+def _find_jdk(log: Log, minimum: int = 17) -> tuple[str, str]:
+    """java and javac of one JDK ≥ `minimum`: $LOGFERRY_ES_JAVA_HOME, $JAVA_HOME, or the one on PATH.
 
     ES 8.19's jars target Java 17, so Debian 12's default JDK runs it. Debian's JRE package has
-    no javac: install the JDK package when we are root.
+    no javac: install the JDK package when we are root. ES 9 needs Java 21: we look for one in
+    /usr/lib/jvm and say what is missing when there is none.
     """
+    if minimum > 17:
+        home = find_jdk_at_least(minimum)
+        if home is None:
+            raise RuntimeError(
+                f"this server version needs a JDK {minimum} or newer and none was found (looked at "
+                "$LOGFERRY_ES_JAVA_HOME, $JAVA_HOME and /usr/lib/jvm/*): install one, e.g. "
+                f"`apt-get install openjdk-{minimum}-jdk-headless` or Temurin {minimum}+, or set LOGFERRY_ES_JAVA_HOME"
+            )
+        return str(home / "bin" / "java"), str(home / "bin" / "javac")
     for var in ("LOGFERRY_ES_JAVA_HOME", "JAVA_HOME"):
         home = os.environ.get(var)
         if home and (Path(home) / "bin" / "javac").exists():
@@ -221,13 +263,13 @@ def _find_jdk(log: Log) -> tuple[str, str]:
     return java, str(javac)
 
 
-def _fetch(es_home: Path, log: Log) -> None:
+def _fetch(es_home: Path, log: Log, version: str = ES_VERSION) -> None:
     """lib/, modules/<name>/ for each Maven module, config/log4j2.properties, plugins/ (empty)."""
     marker = es_home / ".fetched"
     if marker.exists():
         return
     mvn = downloads.ensure_maven(log)
-    log(f"fetching Elasticsearch {ES_VERSION} jars from Maven Central (first time only)…")
+    log(f"fetching Elasticsearch {version} jars from Maven Central (first time only)…")
     started = time.monotonic()
     for sub in ("lib", "modules", "plugins", "config"):
         shutil.rmtree(es_home / sub, ignore_errors=True)
@@ -246,7 +288,7 @@ def _fetch(es_home: Path, log: Log) -> None:
                     str(work / "pom.xml"),
                     "-P",
                     profile,
-                    f"-Des.version={ES_VERSION}",
+                    f"-Des.version={version}",
                     "dependency:copy-dependencies",
                     f"-DoutputDirectory={out}",
                     "-DincludeScope=runtime",
@@ -271,7 +313,7 @@ def _fetch(es_home: Path, log: Log) -> None:
             for jar in raw.glob("*.jar"):
                 if jar.name not in in_lib:
                     shutil.copy(jar, mod / jar.name)
-            _extract_descriptor(mod / f"{name}-{ES_VERSION}.jar", name, mod)
+            _extract_descriptor(mod / f"{name}-{version}.jar", name, mod)
     (es_home / "plugins").mkdir()
     (es_home / "config").mkdir()
     (es_home / "config" / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
@@ -292,7 +334,7 @@ def _extract_descriptor(jar: Path, name: str, into: Path) -> None:
         raise RuntimeError(f"{jar.name} has no META-INF/es-plugins/{name}/plugin-descriptor.properties")
 
 
-def _compile(es_home: Path, javac: str, log: Log) -> Path:
+def _compile(es_home: Path, javac: str, log: Log, version: str = ES_VERSION) -> Path:
     """Compile the launcher (a jar on the class path) and the rest-root stand-in (a module jar).
 
     Only when the sources, the ES version or the JDK changed; returns the launcher jar.
@@ -303,7 +345,7 @@ def _compile(es_home: Path, javac: str, log: Log) -> Path:
     digest = hashlib.sha256()
     for src in (LAUNCHER_SRC, REST_ROOT_SRC):
         digest.update(src.read_bytes())
-    digest.update(f"{ES_VERSION} {javac}".encode())
+    digest.update(f"{version} {javac}".encode())
     want = digest.hexdigest()
     rest_root = es_home / "modules" / "logferry-rest-root"
     if stamp.exists() and stamp.read_text() == want and (rest_root / "logferry-rest-root.jar").exists():
@@ -317,7 +359,7 @@ def _compile(es_home: Path, javac: str, log: Log) -> Path:
         javac,
         "-nowarn",
         "--release",
-        "17",
+        str(min_java(version)),
         "--module-path",
         str(es_home / "lib"),
         "--add-modules",
@@ -332,7 +374,7 @@ def _compile(es_home: Path, javac: str, log: Log) -> Path:
             with zipfile.ZipFile(jar, "w") as zf:
                 for cls in sorted(classes.rglob("*.class")):
                     zf.write(cls, cls.relative_to(classes).as_posix())
-    (rest_root / "plugin-descriptor.properties").write_text(REST_ROOT_DESCRIPTOR)
+    (rest_root / "plugin-descriptor.properties").write_text(REST_ROOT_DESCRIPTOR.format(version=version))
     stamp.write_text(want)
     return launcher_jar
 

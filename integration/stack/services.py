@@ -51,6 +51,12 @@ class StackOptions:
     bind: str = "127.0.0.1"
     # TLS and authentication on every service (integration/stack/security.py; ZooKeeper mode only).
     secure: bool = False
+    # Server versions (docs/compatibility.md): Kafka "3" (3.9.2, ZooKeeper unless kraft) or "4"
+    # (4.x, KRaft only); search "es8" (8.19), "es9" (9.x, needs a JDK 21+) or "opensearch" (2.19);
+    # etcd "3.4" (Debian's) or "3.6" (built from its Go modules).
+    kafka: str = "3"
+    search: str = "es8"
+    etcd: str = "3.4"
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -148,6 +154,8 @@ class Stack:
         if self.es_names:
             env["ES_URL"] = f"http://{b}:{p['es1_http']}"
             env["ES_URLS"] = ",".join(f"http://{b}:{p[f'{n}_http']}" for n in self.es_names)
+        o = self.options
+        env["LOGFERRY_STACK_VERSIONS"] = f"kafka={o.kafka} search={o.search} etcd={o.etcd}"
         if self.options.secure:
             env |= self._secure_env()
         return env
@@ -235,6 +243,17 @@ class Stack:
             "log4j.logger.org.apache.zookeeper=WARN\nlog4j.logger.kafka.log.LogCleaner=WARN\n"
         )
         common_jvm = [f"-Dlog4j.configuration=file:{log4j}"]
+        if self.options.kafka == "4":  # Kafka 4 logs with log4j2
+            log4j2 = self.workdir / "log4j2.properties"
+            log4j2.write_text(
+                "status = error\nappender.console.type = Console\nappender.console.name = stdout\n"
+                "appender.console.layout.type = PatternLayout\n"
+                "appender.console.layout.pattern = [%d] %p %m (%c)%n\n"
+                "rootLogger.level = info\nrootLogger.appenderRef.console.ref = stdout\n"
+                "logger.req.name = kafka.request.logger\nlogger.req.level = warn\n"
+                "logger.state.name = state.change.logger\nlogger.state.level = warn\n"
+            )
+            common_jvm = [f"-Dlog4j2.configurationFile={log4j2}"]
         if not self.options.kraft:
             zdir = self.workdir / "zookeeper"
             zdir.mkdir(parents=True, exist_ok=True)
@@ -307,7 +326,21 @@ class Stack:
     def _define_es(self) -> None:
         from . import elasticsearch as es
 
-        runtime = es.prepare(downloads.cache_dir(), self.log)
+        try:
+            if self.options.search == "opensearch":
+                from . import opensearch
+
+                runtime = opensearch.prepare(downloads.cache_dir(), self.log)
+            elif self.options.search == "es9":
+                runtime = es.prepare(downloads.cache_dir(), self.log, es.ES9_VERSION)
+            elif self.options.search == "es8":
+                runtime = es.prepare(downloads.cache_dir(), self.log)
+            else:
+                raise StackError(f"--search {self.options.search}: the stack runs es8, es9 or opensearch")
+        except RuntimeError as e:  # a missing JDK 21 for ES 9, a failed fetch: one clear line, no traceback
+            if isinstance(e, StackError):
+                raise
+            raise StackError(f"{self.options.search}: {e}") from e
         p = self.ports
         names = self.es_names
         for n in names:
@@ -368,9 +401,14 @@ class Stack:
         # old peers (etcd would wait forever for them), so it goes. Logs are kept (appended).
         for name in ("etcd1", "etcd2", "etcd3", "zookeeper", *self.kafka_names, "es1", "es2", "es3"):
             shutil.rmtree(self.workdir / name / "data", ignore_errors=True)
-        etcd_bin = downloads.ensure_etcd(self.log)
-        java = downloads.ensure_java(self.log)
-        kafka_lib = downloads.ensure_kafka(self.log)
+        if self.options.kafka == "4" and not self.options.kraft:
+            self.options.kraft = True  # Kafka 4 has no ZooKeeper mode
+        try:
+            etcd_bin = downloads.ensure_etcd_version(self.options.etcd, self.log)
+            java = downloads.ensure_java(self.log)
+            kafka_lib, _ = downloads.ensure_kafka_version(self.options.kafka, self.log)
+        except RuntimeError as e:
+            raise StackError(str(e)) from e
         if self.options.kafka_brokers > 1 and (self.options.kraft or self.options.secure):
             raise StackError("--kafka-brokers > 1 runs the brokers on ZooKeeper without TLS; drop --kraft/--secure")
         self._allocate_ports()

@@ -54,7 +54,12 @@ public final class LogferryEsNode {
         // Log lines go to stdout (console appender of log4j2.properties); the caller redirects
         // them to the node's log file.
         LogConfigurator.setNodeName(nodeName);
-        LogConfigurator.setClusterName(env.settings().get("cluster.name", "elasticsearch"));
+        try { // ES 8 puts the cluster name in log lines; ES 9 dropped the method (so: by reflection)
+            LogConfigurator.class.getMethod("setClusterName", String.class)
+                .invoke(null, env.settings().get("cluster.name", "elasticsearch"));
+        } catch (NoSuchMethodException e) {
+            // Elasticsearch 9
+        }
         LogConfigurator.configure(env, true);
 
         PluginsLoader plugins = PluginsLoader.createPluginsLoader(

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from integration.agents import made_after
+from integration.agents import made_after, wait_for
 from integration.harness import VENV_BIN, Daemon, proc_mem_kb
 
 from .netns import Host, NetnsHosts, OverrideHosts
@@ -193,14 +193,7 @@ class Run:
         return rev
 
     def wait(self, cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            v = cond()
-            if v:
-                return v
-            if time.monotonic() > deadline:
-                raise Failure(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(interval)
+        return wait_for(cond, timeout, what, interval, error=Failure)
 
     # ================================================================== setup
     def setup(self) -> None:

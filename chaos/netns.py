@@ -59,11 +59,14 @@ class NetnsHosts:
     mode = "netns"
 
     def __init__(self, count: int, bridge: str = BRIDGE, bridge_ip: str = BRIDGE_IP, subnet: str = SUBNET,
-                 first_host: int = 10) -> None:
+                 first_host: int = 10, tag: str = "lfc") -> None:
+        # ``tag`` names the namespaces (<tag>-h<i>) and veths (v<tag><i>): another run (bench.scale
+        # beside a chaos run) uses its own tag, bridge and subnet so neither removes the other's.
         self.bridge = bridge
         self.bridge_ip = bridge_ip
+        self.tag = tag
         self.net = ipaddress.ip_network(subnet)
-        self.hosts = [Host(i, str(self.net.network_address + first_host + i), f"{NS_PREFIX}{i}")
+        self.hosts = [Host(i, str(self.net.network_address + first_host + i), f"{tag}-h{i}")
                       for i in range(count)]
         self._made_bridge = False
         self._made_ns: list[str] = []
@@ -97,7 +100,7 @@ class NetnsHosts:
             _ip("link", "set", self.bridge, "up")
         for h in self.hosts:
             assert h.netns
-            veth, peer = f"vlfc{h.index}", f"vlfc{h.index}p"
+            veth, peer = f"v{self.tag}{h.index}", f"v{self.tag}{h.index}p"
             _ip("netns", "add", h.netns)
             self._made_ns.append(h.netns)
             _ip("link", "add", veth, "type", "veth", "peer", "name", peer)
@@ -113,7 +116,7 @@ class NetnsHosts:
         for h in self.hosts:
             if h.netns:
                 _ip("netns", "del", h.netns, check=False)
-            _ip("link", "del", f"vlfc{h.index}", check=False)
+            _ip("link", "del", f"v{self.tag}{h.index}", check=False)
         self._made_ns.clear()
 
     def teardown(self, stale: bool = False) -> None:

@@ -38,14 +38,19 @@ def agent_process(home: Path, ini_text: str) -> Daemon:
     return daemon("logagent", home, ini_text, name=f"agent-{Path(home).name}")
 
 
-def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
+def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.2,
+             error: type[Exception] = AssertionError) -> object:
+    """Poll ``cond`` until it returns something true (returned), or raise ``error`` naming ``what``.
+
+    The one wait of the tests, the chaos harness and the scale run: a state, never a sleep.
+    """
     deadline = time.monotonic() + timeout
     while True:
         v = cond()
         if v:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            raise error(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
 
 

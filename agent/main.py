@@ -37,13 +37,14 @@ from confluent_kafka import KafkaError
 
 from logferry import __version__
 from logferry.config import AgentConfig, ConfigError, load_agent_config
-from logferry.envelope import SourceEncoder, source_key, timestamp_json
+from logferry.envelope import SourceEncoder, journal_document, journal_record, source_key, timestamp_json
 from logferry.etcd import EtcdClient, EtcdError, LeaseKeeper, WatchEvent
 
 from .collectlist import CollectList
 from .diskstate import DiskState
 from .filters import InputPipeline, pipeline_for
 from .hostip import host_ip
+from .journal import JournalEvent, JournalInputs
 from .metrics import AgentMetrics
 from .producer import KafkaSink, refusal_reason
 from .refusals import Refusals
@@ -84,6 +85,8 @@ class Agent:
             max_open_files=a.max_open_files,
         )
         self.tail.on_save_error = lambda e: self.save_failed("registry", self.registry.path, e)
+        self.journals = JournalInputs(self.registry)  # the journal inputs (agent/journal.py)
+        self._journal_sent = False  # a journal entry was produced: acks may hold JournalEvents
         self.sink = KafkaSink(cfg.kafka.producer_config(), client_id=f"logagent-{self.hostname}")
         self.events: queue.Queue[WatchEvent] = queue.Queue()
         self.stopping = threading.Event()
@@ -135,7 +138,8 @@ class Agent:
 
     def set_inputs(self, inputs: list) -> None:
         """Hand the inputs to the tail manager and build each one's filter and parser (compiled once)."""
-        self.tail.set_inputs(inputs)
+        self.tail.set_inputs([s for s in inputs if s.journal is None])
+        self.journals.set_inputs(inputs)
         old = self._pipes
         pipes = {}
         for spec in inputs:
@@ -197,7 +201,8 @@ class Agent:
         """A new collect list: drop held records no input reads any more, move a changed topic's."""
         if not self.refusals.files:
             return
-        lines, moved = self.refusals.retarget(self.tail.topic_of, time.monotonic())
+        lines, moved = self.refusals.retarget(
+            lambda src: self.journals.topic_of(src) or self.tail.topic_of(src), time.monotonic())
         for line in lines:
             log.info("%s", line)
         if moved:
@@ -231,6 +236,12 @@ class Agent:
                 files.append({"input": input_id, "path": f["path"], "offset": acked, "size": f["size"],
                               "lag_bytes": max(0, (f["size"] or 0) - acked), "open": f["open"]})
         files += [{"path": e.path, "error": str(e)} for e in self.tail.errors]
+        journals = self.journals.status()
+        # A journal input is a row of the files table too (OFFSET/SIZE: entries acknowledged/read),
+        # so logctl status and the console list it beside the files; the details are in "journals".
+        files += [{"input": j["input"], "path": j["input"], "offset": j["entries_acked"], "size": j["entries_read"],
+                   "lag_bytes": 0, "open": j["running"], "journal": True} for j in journals]
+        self.metrics.sync_journals(journals)
         self.metrics.files_tracked.set(len(files))
         self.metrics.sync_tracker(self.tail.counters)
         self.metrics.sync_inputs(self._pipes.values())
@@ -256,6 +267,7 @@ class Agent:
                       "blocked": self.refusals.status(time.monotonic())},
             "files": files,
             "files_lost": list(self.tail.losses),
+            "journals": journals,
             "disk": self.disk.status(),
             "counters": self.metrics.summary(),
             "inputs": [{"path": p.path, **p.counts()} for p in self._pipes.values()],
@@ -387,6 +399,76 @@ class Agent:
         if truncated:
             self.metrics.lines_truncated.inc(truncated)
 
+    def produce_journal(self, events: list[JournalEvent]) -> None:
+        """Journal entries to Kafka: filtered and parsed on their MESSAGE like a file's lines, one
+        record each (logferry/envelope.py journal_document), keyed by host IP and input id."""
+        pipes = self._pipes
+        value_limit = self.sink.value_limit
+        dropped: list[JournalEvent] = []
+        truncated = 0
+        for ev in events:
+            spec = self.journals.inputs[ev.input_id].spec if ev.input_id in self.journals.inputs else None
+            if spec is None:
+                continue
+            doc = journal_document(ev.entry, host_name=self.hostname, host_ip=self.ip, fields=spec.fields,
+                                   agent_version=__version__, max_message_bytes=spec.max_line_bytes)
+            pipe = pipes.get(ev.input_id)
+            if pipe is not None:
+                text = doc["message"]
+                if pipe.filter is not None and not pipe.filter.keep(text):
+                    pipe.dropped += 1
+                    self.journals.inputs[ev.input_id].dropped += 1
+                    dropped.append(ev)
+                    continue
+                if pipe.parser is not None:
+                    self._parse_journal(pipe, doc, ev)
+            value = journal_record(doc)
+            key = source_key(self.ip, ev.source_id)
+            limit = value_limit(ev.topic, len(key))
+            if len(value) > limit:  # cut the message to fit the topic's record limit, flagged truncated
+                msg = doc["message"]
+                while len(value) > limit and msg:
+                    msg = msg[: int(len(msg) * (limit / len(value)) * 0.95)]
+                    doc["message"] = msg
+                    flags = doc["log"].setdefault("flags", [])
+                    if "truncated" not in flags:
+                        flags.append("truncated")
+                    value = journal_record(doc)
+            if "truncated" in doc["log"].get("flags", ()):
+                truncated += 1
+            self.sink.produce(ev.topic, key, value, ev)
+            self._journal_sent = True
+        if dropped:
+            self.journals.ack(dropped)
+        self.metrics.lines_read.inc(len(events))
+        self.metrics.bytes_read.inc(sum(ev.nbytes for ev in events))
+        if truncated:
+            self.metrics.lines_truncated.inc(truncated)
+
+    @staticmethod
+    def _parse_journal(pipe: InputPipeline, doc: dict, ev: JournalEvent) -> None:
+        """The input's parse applied to MESSAGE: the fields merged in (the journal's own win), a time
+        the message carries becomes @timestamp, a failure flags parse_failure."""
+        p = pipe.parser(doc["message"], ev.realtime_us / 1e6)
+        if p.error is None:
+            pipe.parsed += 1
+        else:
+            pipe.failed += 1
+            doc["log"].setdefault("flags", []).append("parse_failure")
+        if p.ts is not None:
+            doc["@timestamp"] = timestamp_json(p.ts).decode("ascii")
+
+        def merge(dst: dict, src: dict) -> None:
+            for k, v in src.items():
+                if k not in dst:
+                    dst[k] = v
+                elif isinstance(dst[k], dict) and isinstance(v, dict):
+                    merge(dst[k], v)
+
+        for target, part in ((doc["log"], p.log_part), (doc["event"], p.event_part), (doc, p.top_part)):
+            if part:
+                merge(target, json.loads(b"{" + part[1:] + b"}"))
+
     def _encoder(self, ev: Any) -> SourceEncoder:
         if len(self._encoders) >= 4096:
             self._encoders.clear()  # sources come and go (rotation): keep the cache bounded
@@ -432,6 +514,8 @@ class Agent:
                 if hf.topic != topic or not hf.records:
                     continue
                 ev0, value0 = hf.records[0]
+                if isinstance(ev0, JournalEvent):
+                    continue  # (journal records are cut to the learned limit when produced again)
                 enc = self._encoders.get(ev0.source_id) or self._encoder(ev0)
                 limit = self.sink.value_limit(topic, len(enc.key))
                 ts0 = json.loads(value0)["@timestamp"].encode("ascii")
@@ -453,6 +537,14 @@ class Agent:
         acked, failed = deliveries
         if acked:
             self._last_ack = time.monotonic()
+            if self._journal_sent:
+                jacked = [ev for ev in acked if type(ev) is JournalEvent]
+                if jacked:
+                    self.journals.ack(jacked)
+                    acked = [ev for ev in acked if type(ev) is not JournalEvent]
+                    self.metrics.lines_sent.inc(len(jacked))
+                    if self.refusals.files:
+                        self._probes_accepted(jacked)
             self.tail.ack_many([(ev.identity, ev.next_offset) for ev in acked])
             self.metrics.lines_sent.inc(len(acked))
             if self.refusals.files:
@@ -548,6 +640,11 @@ class Agent:
                 if events:
                     read_any = True
                     self.produce_events(events)
+                if self.journals.inputs:
+                    jevents = self.journals.poll(min(budget, 4 << 20), self.refusals.files)
+                    if jevents:
+                        read_any = True
+                        self.produce_journal(jevents)
             else:
                 self.metrics.backpressure.set(1)
             self.handle_deliveries(self.sink.poll(0))
@@ -578,6 +675,7 @@ class Agent:
         self.save_registry()
         self.stamps.close()
         self.tail.close()
+        self.journals.close()
         if self.lease is not None:
             self.lease.stop(delete=True)
         if self.etcd is not None:

@@ -46,6 +46,15 @@ class AgentMetrics:
                                     ["input"], registry=r)
         self.parse_failures = Counter("logagent_parse_failures", "Lines sent unparsed (flagged parse_failure) "
                                       "because they were not in their input's format", ["input"], registry=r)
+        self.journal_entries_read = Counter("logagent_journal_entries_read", "Journal entries read", ["input"],
+                                            registry=r)
+        self.journal_entries_acked = Counter("logagent_journal_entries_acked", "Journal entries acknowledged by "
+                                             "Kafka or dropped by a filter", ["input"], registry=r)
+        self.journal_gaps = Counter("logagent_journal_gaps", "Times a journal input's saved cursor was gone from "
+                                    "the journal (vacuumed or rotated away unread): entries lost", ["input"],
+                                    registry=r)
+        self.journal_restarts = Counter("logagent_journal_restarts", "Times a journal input's journalctl exited "
+                                        "and was started again", ["input"], registry=r)
         self.backpressure = Gauge("logagent_backpressure", "1 while reading is paused for Kafka", registry=r)
 
     def serve(self, address: str, health: HealthCheck) -> None:
@@ -80,6 +89,16 @@ class AgentMetrics:
                 if delta > 0:
                     metric.labels(input=pipe.path).inc(delta)
                     pipe.exported[name] = now
+
+    def sync_journals(self, journals: list[dict[str, Any]]) -> None:
+        """Bring the journal inputs' counts (agent/journal.py status) into the labelled counters."""
+        for j in journals:
+            for metric, key in ((self.journal_entries_read, "entries_read"), (self.journal_entries_acked,
+                                "entries_acked"), (self.journal_gaps, "gaps"), (self.journal_restarts, "restarts")):
+                c = metric.labels(input=j["input"])
+                delta = (j.get(key) or 0) - c._value.get()
+                if delta > 0:
+                    c.inc(delta)
 
     def sync_tracker(self, counters: dict[str, int]) -> None:
         """Bring the file tracker's own counters (agent/tailer.py) into the Prometheus counters."""

@@ -125,6 +125,8 @@ class Registry:
         self._lines: dict[str, str] = {}  # serialized entries, rebuilt only for _changed ones
         self._changed: set[str] = set()
         self._inputs: dict[str, float] = {}  # input id -> first start (wall clock)
+        #: journal input id -> {"cursor": last acknowledged entry's cursor, "realtime": its µs} (agent/journal.py)
+        self._journals: dict[str, dict] = {}
         self._gone_since: dict[str, float] = {}
         self._dirty = False
         self.loaded_from: Path | None = None
@@ -153,7 +155,21 @@ class Registry:
         """Whether this input has run before (on this host, with this registry)."""
         return input_id in self._inputs
 
+    def journal_cursor(self, input_id: str) -> dict | None:
+        """The journal input's last acknowledged position: ``{"cursor": str, "realtime": µs}``, or None."""
+        return self._journals.get(input_id)
+
     # --- changing ---------------------------------------------------------------------------
+
+    def set_journal_cursor(self, input_id: str, cursor: str, realtime_us: int, *, start: str | None = None) -> None:
+        """Record the cursor of a journal entry Kafka acknowledged (and every entry before it); with
+        ``start`` (``before``/``from``), the place an input started at before it read any entry."""
+        old = self._journals.get(input_id)
+        if old is None or old.get("cursor") != cursor or old.get("start") != start:
+            self._journals[input_id] = {"cursor": cursor, "realtime": int(realtime_us)}
+            if start is not None:
+                self._journals[input_id]["start"] = start
+            self._dirty = True
 
     def mark_input(self, input_id: str) -> None:
         """Remember that ``input_id`` has started, so a restart no longer applies ``start_at``."""
@@ -344,6 +360,10 @@ class Registry:
             elif candidate == self.bak:
                 log.warning("registry %s missing; using the backup %s", self.path, self.bak)
             self._inputs = inputs
+            journals = json.loads(text.split("\n", 1)[0]).get("journals")
+            journals = journals if isinstance(journals, dict) else {}
+            self._journals = {str(k): v for k, v in journals.items()
+                              if isinstance(v, dict) and isinstance(v.get("cursor"), str)}
             self._entries = {e.identity: e for e in entries}
             self._sources = {}
             for e in entries:
@@ -360,6 +380,7 @@ class Registry:
                 "away to start over, which re-reads files per start_at): " + "; ".join(errors)
             )
         self._entries, self._lines, self._inputs, self._sources = {}, {}, {}, {}
+        self._journals = {}
         self._changed.clear()
         self._dirty = False
         self.loaded_from = None
@@ -382,7 +403,7 @@ class Registry:
                 self._lines[ident] = e.to_json_line()
         self._changed.clear()
         header = json.dumps({"format": FORMAT, "version": VERSION, "saved_at": time.time(),
-                             "inputs": self._inputs}, separators=(",", ":"))
+                             "inputs": self._inputs, "journals": self._journals}, separators=(",", ":"))
         parts = [header, *self._lines.values(), f'{{"end":{len(self._lines)}}}', ""]
         data = "\n".join(parts).encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import journal_checks  # lab/journal_checks.py (this script's directory is on sys.path)
+
 REPO = Path(__file__).resolve().parent.parent
 LAB = Path(os.environ.get("LOGFERRY_LAB_DIR", REPO / ".lab")).absolute()
 CACHE = Path(os.environ.get("LOGFERRY_CACHE", Path.home() / ".cache" / "logferry")) / "lab"
@@ -348,6 +350,12 @@ def mounted(path: Path) -> bool:
         return any(line.split()[4] == target for line in f)
 
 
+#: the agent unit's drop-in on the lab's nspawn hosts (see prepare_host)
+LAB_NSPAWN_DROPIN = ("# written by lab/lab.py: nspawn's boot_id and the unit's own /proc (docs/journal.md)\n"
+                     "[Service]\nProtectProc=default\nProcSubset=all\nProtectKernelTunables=no\n"
+                     "ProtectControlGroups=no\n")
+
+
 def prepare_host(img: Path, host: Host, pubkey: str) -> None:
     for d in ("upper", "work", "root"):
         (host.dir / d).mkdir(parents=True, exist_ok=True)
@@ -368,6 +376,13 @@ def prepare_host(img: Path, host: Host, pubkey: str) -> None:
     (r / "etc/systemd/network/10-host0.network").write_text(
         "[Match]\nName=host0\n\n[Network]\n"
         f"Address={host.ip}/{PREFIXLEN}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n")
+    # systemd-nspawn fakes /proc/sys/kernel/random/boot_id for the container; the /proc that the
+    # agent unit's ProtectProc=/ProtectKernelTunables=/ProtectControlGroups= mount for it shows the
+    # machine's, and `journalctl --follow` then prints nothing (docs/journal.md, "Containers").
+    # Relaxed for the lab's hosts only; a VM or a real host needs nothing of the kind.
+    dropin = r / "etc/systemd/system/logagent.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "lab-nspawn.conf").write_text(LAB_NSPAWN_DROPIN)
     # The logs the lab ships: readable by the adm group (as Debian's /var/log), not by others.
     logdir = r / "var/log/lab"
     logdir.mkdir(exist_ok=True)
@@ -712,7 +727,8 @@ def write_inventory(env: dict[str, str], key: Path, sec: dict | None) -> Path:
         "logferry_etcd_endpoints": env["ETCD_ENDPOINTS"].split(","),
         "logferry_kafka_bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"].split(","),
         "logferry_es_hosts": env["ES_URLS"].split(","),
-        "logferry_transfer_config": {"topics": [TOPIC_APP, TOPIC_AUDIT], "index": "logferry-{topic}-{yyyy.MM.dd}",
+        "logferry_transfer_config": {"topics": [TOPIC_APP, TOPIC_AUDIT, journal_checks.TOPIC],
+                                     "index": "logferry-{topic}-{yyyy.MM.dd}",
                                      "flush_interval_s": 1.0},
         "logtransfer_id": "lab-transfer",
     }
@@ -808,10 +824,12 @@ def logctl_ini(env: dict[str, str]) -> Path:
     return f
 
 
-def logctl(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def logctl(env: dict[str, str], *args: str, check: bool = True,
+           input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     where = (["--config", str(logctl_ini(env))] if secured(env)
              else ["--etcd", env["ETCD_ENDPOINTS"], "--es", env["ES_URL"]])
-    return run([str(VENV_BIN / "logctl"), *where, *args], capture=True, check=check, timeout=60)
+    return run([str(VENV_BIN / "logctl"), *where, *args], capture=True, check=check, timeout=60,
+               input_text=input_text)
 
 
 def es_post(env: dict[str, str], path: str, body: dict) -> dict:
@@ -866,7 +884,8 @@ def check_collect_lists(env: dict[str, str]) -> list[str]:
             problems.append(f"{name}: no collect list in etcd under {ip}: {res.stderr.strip()}")
             continue
         got = json.loads(res.stdout)
-        want = dump_collect_list(parse_collect_list(json.dumps(host_inputs(name))))
+        # site.yml adds the default journal entry to each host's own inputs (logferry_seed_journal)
+        want = dump_collect_list(parse_collect_list(json.dumps([*host_inputs(name), journal_checks.default_input()])))
         have = dump_collect_list(parse_collect_list(json.dumps(got["value"])))
         ok = want == have
         log(f"{name}: {got['key']} (revision {got['mod_revision']}): "
@@ -1074,6 +1093,7 @@ def check_all(state: dict, env: dict[str, str]) -> list[str]:
     problems += check_collect_lists(env)
     problems += check_restart(state)
     problems += check_lines_in_es(env, state)
+    problems += journal_checks.check_journal(sys.modules[__name__], state, env)
     if secured(env):
         sec = lab_security(env)
         problems += check_least_privilege(env, sec)

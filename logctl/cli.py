@@ -407,6 +407,8 @@ def cmd_doc_validate(ctx: Ctx) -> int:
                 print(f"{PROG}: {label}: {e}", file=sys.stderr)
             return EXIT_USAGE
         detail = f"{len(parsed)} input(s)" if isinstance(parsed, list) else "ok"
+        if isinstance(parsed, list) and any(i.journal is not None for i in parsed):
+            detail += f" ({sum(i.journal is not None for i in parsed)} of the systemd journal)"
         if ctx.json:
             ctx.emit_json({"source": label, "valid": True, "error": None})
         else:

@@ -137,6 +137,7 @@ def agent_lines(h: HostView, now: datetime, *, before: dict[str, Any] | None = N
                    f"truncated lines {fmt_count(counters.get('lines_truncated'))}, "
                    f"lists refused {fmt_count(counters.get('config_rejected'))}")
     out += _input_lines(st.get("inputs"))
+    out += _journal_lines(st.get("journals"))
     out.append(f"  error     {st.get('last_error') or '-'}")
     lost = st.get("files_lost") if isinstance(st.get("files_lost"), list) else []
     for loss in lost[-5:]:
@@ -182,6 +183,28 @@ def _input_lines(inputs: Any) -> list[str]:
             failures = failures or bool(inp.get("parse_failures"))
     if failures:
         out.append("            (lines that did not parse: logctl search 'log.flags:parse_failure')")
+    return out
+
+
+def _journal_lines(journals: Any) -> list[str]:
+    """One line per journal input (the agent's ``journals``: agent/journal.py), and a LOST line for a
+    gap: entries vacuumed or rotated out of the journal before the agent read them."""
+    out = []
+    for j in journals if isinstance(journals, list) else []:
+        if not isinstance(j, dict):
+            continue
+        state = "reading" if j.get("running") else "NOT READING"
+        out.append(f"  journal   {j.get('input')} → {j.get('topic')}: {state}, "
+                   f"read {fmt_count(j.get('entries_read'))}, acked {fmt_count(j.get('entries_acked'))}, "
+                   f"dropped {fmt_count(j.get('entries_dropped'))}, "
+                   f"acked up to {j.get('acked_time') or '-'}"
+                   + (f", journalctl restarts {j['restarts']}" if j.get("restarts") else "")
+                   + (f"; error: {j['error']}" if j.get("error") else ""))
+        gap = j.get("gap")
+        if isinstance(gap, dict):
+            out.append(f"  LOST      {j.get('input')}: entries from {gap.get('from')} to {gap.get('to')} were gone "
+                       f"from the journal (vacuumed or rotated away) before they were read; "
+                       f"found {gap.get('detected_at')}")
     return out
 
 

@@ -20,10 +20,19 @@ import json
 import re
 from typing import Any, NamedTuple
 
-__all__ = ["PRIORITY", "Template", "index_patterns", "matching_templates", "same_priority_overlaps",
-           "template_name"]
+__all__ = ["JOURNAL_PROPERTIES", "PRIORITY", "Template", "index_patterns", "matching_templates",
+           "same_priority_overlaps", "template_name"]
 
 PRIORITY = 150
+
+#: Mappings of the fields a journal entry's record adds (logferry/envelope.py journal_document,
+#: docs/journal.md), for the index template's ``properties``. ``journald.*`` holds the journal's
+#: other fields under their own names, all strings: keyword (the template's strings rule does the
+#: same for names not seen before).
+JOURNAL_PROPERTIES: dict[str, Any] = {
+    "systemd": {"properties": {"unit": {"type": "keyword", "ignore_above": 8191}}},
+    "journald": {"type": "object", "dynamic": True},
+}
 
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_INDEX",
     "DEFAULT_MAX_LINE_BYTES",
     "InputSpec",
+    "Journal",
     "Multiline",
     "Parse",
     "SchemaError",
@@ -478,10 +479,122 @@ class Parse:
         return out
 
 
+# --- Journal (the systemd journal as an input; the reading is agent/journal.py) ----------------
+
+#: syslog severities as journalctl -p names them, most severe first (PRIORITY 0..7)
+PRIORITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+_JOURNAL_KEYS = ("units", "identifiers", "matches", "priority")
+_JOURNAL_FIELD_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+_JOURNAL_NAME_RE = re.compile(r"[^\s\x00-\x1f\x7f]{1,256}")
+
+
+def _journal_names(what: str, example: str) -> Any:
+    def check(value: Any) -> tuple[str, ...]:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise _Problem(f'must be an array of {what}, such as ["{example}"]; got {_show(value)}')
+        for n, item in enumerate(value, 1):
+            if not isinstance(item, str) or not _JOURNAL_NAME_RE.fullmatch(item) or item.startswith("-"):
+                raise _Problem(f"item {n}: must be a non-empty {what[:-1]} without spaces or control "
+                               f"characters, not starting with -, such as {example}; got {_show(item)}")
+        if len(set(value)) != len(value):
+            raise _Problem("lists the same name twice")
+        return tuple(value)
+
+    return check
+
+
+def _journal_matches(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise _Problem(f'must be an array of FIELD=value matches, such as ["_TRANSPORT=kernel"]; got {_show(value)}')
+    for n, item in enumerate(value, 1):
+        field_name, eq, val = item.partition("=") if isinstance(item, str) else ("", "", "")
+        if not eq or not _JOURNAL_FIELD_RE.fullmatch(field_name) or any(ord(c) < 32 for c in val):
+            raise _Problem(f"item {n}: must be FIELD=value with a journal field name (upper-case letters, digits "
+                           f"and _, such as _TRANSPORT=kernel or _SYSTEMD_UNIT=nginx.service); got {_show(item)}")
+    return tuple(value)
+
+
+def _priority(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 7:
+        return PRIORITY_NAMES[value]
+    if isinstance(value, str) and value.isdigit() and int(value) <= 7:
+        return PRIORITY_NAMES[int(value)]
+    if value == "error":
+        return "err"
+    if not isinstance(value, str) or value not in PRIORITY_NAMES:
+        raise _Problem(f"must be a syslog level ({', '.join(PRIORITY_NAMES)}) or 0 to 7: entries of that level "
+                       f"and more severe are collected; got {_show(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Journal:
+    """Which entries of this host's systemd journal an input collects (all of them when empty).
+
+    ``units`` (``journalctl -u``) and ``identifiers`` (``-t``, the SYSLOG_IDENTIFIER) each match
+    any of their names; ``matches`` are journalctl's ``FIELD=value`` (the same field twice: either
+    value; different fields: both); ``priority`` keeps that level and more severe (``-p``). The
+    kinds of filter given all apply (AND), as journalctl combines them.
+    """
+
+    units: tuple[str, ...] = ()
+    identifiers: tuple[str, ...] = ()
+    matches: tuple[str, ...] = ()
+    priority: str | None = None
+
+    def __post_init__(self) -> None:
+        w = "journal"
+        object.__setattr__(self, "units", _check(w, "units", _journal_names("unit names", "nginx.service"),
+                                                 self.units))
+        object.__setattr__(self, "identifiers", _check(w, "identifiers", _journal_names("identifiers", "sshd"),
+                                                       self.identifiers))
+        object.__setattr__(self, "matches", _check(w, "matches", _journal_matches, self.matches))
+        if self.priority is not None:
+            object.__setattr__(self, "priority", _check(w, "priority", _priority, self.priority))
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Journal:
+        if not isinstance(obj, dict):
+            problem = (f'must be an object like {{"units": ["nginx.service"], "priority": "info"}} '
+                       f"({{}} for the whole journal); got {_show(obj)}")
+            raise SchemaError(f"journal: {problem}", field=None, problem=problem)
+        for key in obj:
+            if key not in _JOURNAL_KEYS:
+                raise _bad("journal", key, _unknown_key(key, _JOURNAL_KEYS))
+        return cls(**obj)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ("units", "identifiers", "matches"):
+            if getattr(self, name):
+                out[name] = list(getattr(self, name))
+        if self.priority is not None:
+            out["priority"] = self.priority
+        return out
+
+    def input_id(self) -> str:
+        """The input's id (its ``path`` in the agent, the registry and the status): ``journal:`` and
+        its filter, so two entries with the same filter are refused as duplicates, and a changed
+        filter is a new input (``start_at`` applies again)."""
+        if not (self.units or self.identifiers or self.matches or self.priority):
+            return "journal:*"
+        return "journal:" + json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)
+
+    def journalctl_args(self) -> list[str]:
+        """The filter as journalctl arguments (after the options; the matches last)."""
+        args = [f"--unit={u}" for u in self.units] + [f"--identifier={i}" for i in self.identifiers]
+        if self.priority is not None:
+            args.append(f"--priority={self.priority}")
+        return args + list(self.matches)
+
+
 # --- InputSpec ---------------------------------------------------------------------------------
 
 _INPUT_KEYS = ("path", "topic", "multiline", "fields", "exclude_files", "start_at", "max_line_bytes",
-               "parse", "timestamp", "include_lines", "exclude_lines")
+               "parse", "timestamp", "include_lines", "exclude_lines", "journal")
+#: what a journal input may have besides "journal" and "topic" (the rest is about files)
+_JOURNAL_INPUT_KEYS = ("journal", "topic", "fields", "start_at", "max_line_bytes", "parse", "timestamp",
+                       "include_lines", "exclude_lines")
 
 
 @dataclass(frozen=True)
@@ -506,11 +619,23 @@ class InputSpec:
     timestamp: Timestamp | None = None
     include_lines: tuple[str, ...] = ()
     exclude_lines: tuple[str, ...] = ()
+    #: set: the input reads this host's systemd journal, and ``path`` is :meth:`Journal.input_id`
+    journal: Journal | None = None
     exclude_regexes: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.journal is not None:
+            if not isinstance(self.journal, Journal):
+                raise _bad("input", "journal", f"must be a Journal or None; got {_show(self.journal)}")
+            if self.path not in ("", self.journal.input_id()):
+                raise _bad("input", "path", 'give "path" (files) or "journal", not both')
+            object.__setattr__(self, "path", self.journal.input_id())
+            if self.multiline is not None or self.exclude_files:
+                raise _bad("input", "multiline" if self.multiline is not None else "exclude_files",
+                           "applies to files, not to a journal input; remove it")
         where = f"input ({_show(self.path)})"
-        _check(where, "path", _abs_glob, self.path)
+        if self.journal is None:
+            _check(where, "path", _abs_glob, self.path)
         _check(where, "topic", _topic, self.topic)
         if self.multiline is not None and not isinstance(self.multiline, Multiline):
             raise _bad(where, "multiline", f"must be a Multiline or None; got {_show(self.multiline)}")
@@ -544,7 +669,9 @@ class InputSpec:
 
     def to_json(self) -> dict[str, Any]:
         """Path and topic, then only what differs from the defaults, so seeds round-trip as written."""
-        out: dict[str, Any] = {"path": self.path, "topic": self.topic}
+        out: dict[str, Any] = ({"path": self.path} if self.journal is None
+                               else {"journal": self.journal.to_json()})
+        out["topic"] = self.topic
         if self.start_at != "end":
             out["start_at"] = self.start_at
         if self.max_line_bytes != DEFAULT_MAX_LINE_BYTES:
@@ -624,6 +751,8 @@ def _load_json(raw: str | bytes, what: str, empty_hint: str) -> Any:
 def _entry_label(n: int, obj: Any) -> str:
     if isinstance(obj, dict) and isinstance(obj.get("path"), str):
         return f"collect list entry {n} ({_show(obj['path'])})"
+    if isinstance(obj, dict) and "journal" in obj:
+        return f"collect list entry {n} (journal)"
     return f"collect list entry {n}"
 
 
@@ -633,7 +762,10 @@ def _input_from_json(obj: Any, n: int) -> InputSpec:
         raise SchemaError(f"{label}: must be an object like {_EXAMPLE_INPUT}; got {_show(obj)}")
     for key in obj:
         if key not in _INPUT_KEYS:
-            raise _bad(label, key, _unknown_key(key, _INPUT_KEYS))
+            raise _bad(label, key, _unknown_key(key, [k for k in _INPUT_KEYS if k != "journal"])
+                       + '; or "journal" instead of "path" for the systemd journal')
+    if "journal" in obj:
+        return _journal_input(obj, label)
     for key, hint in (("path", "an absolute file glob such as /var/log/app/*.log"),
                       ("topic", "the Kafka topic these lines go to")):
         if key not in obj:
@@ -669,6 +801,30 @@ def _input_from_json(obj: Any, n: int) -> InputSpec:
         raise _bad(label, e.field or "?", e.problem or str(e)) from None
 
 
+def _journal_input(obj: dict[str, Any], label: str) -> InputSpec:
+    """A collect-list entry naming the journal instead of a path (``{"journal": {...}, "topic": ...}``)."""
+    for key in obj:
+        if key not in _JOURNAL_INPUT_KEYS:
+            problem = ('give "path" (files) or "journal", not both' if key == "path"
+                       else 'applies to files, not to a journal input; remove it')
+            raise _bad(label, key, problem)
+    if "topic" not in obj:
+        raise _bad(label, "topic", "missing; give the Kafka topic these entries go to")
+    try:
+        journal = Journal.from_json(obj["journal"])
+    except SchemaError as e:
+        raise _bad(label, f"journal.{e.field}" if e.field else "journal", e.problem or str(e)) from None
+    rest = {k: v for k, v in obj.items() if k != "journal"}
+    rest.pop("multiline", None)
+    try:
+        spec = _input_from_json({"path": "/journal", **rest}, 0)  # the file-input checks of the shared fields
+        return InputSpec(**{**{f: getattr(spec, f) for f in (
+            "topic", "fields", "start_at", "max_line_bytes", "parse", "timestamp", "include_lines",
+            "exclude_lines")}, "path": "", "journal": journal})
+    except SchemaError as e:
+        raise _bad(label, e.field or "?", e.problem or str(e)) from None
+
+
 def parse_collect_list(raw: str | bytes) -> list[InputSpec]:
     """Parse and validate a host's collect list (a JSON array of inputs; ``[]`` collects nothing).
 
@@ -684,8 +840,11 @@ def parse_collect_list(raw: str | bytes) -> list[InputSpec]:
     seen: dict[str, int] = {}
     for n, obj in enumerate(data, 1):
         spec = _input_from_json(obj, n)
-        key = posixpath.normpath(spec.path)
+        key = posixpath.normpath(spec.path) if spec.journal is None else spec.path
         if key in seen:
+            if spec.journal is not None:
+                raise _bad(_entry_label(n, obj), "journal", f"same journal filter as entry {seen[key]}; merge "
+                                                            "the two entries or remove one")
             raise _bad(_entry_label(n, obj), "path",
                        f"same path as entry {seen[key]}; merge the two entries or remove one")
         seen[key] = n

@@ -432,6 +432,56 @@ def _fields_if_fine(obj: dict[str, Any], depth: int, max_depth: int, keys: list[
     return n
 
 
+def _keys_fine(obj: dict[str, Any]) -> bool:
+    """Whether ``obj`` is not empty and each of its own keys is one :func:`_fields_if_fine` lets
+    through as it is (not "", no space, no leading, trailing or doubled dot)."""
+    if not obj or "" in obj:
+        return False
+    joined = "\x00".join(obj)
+    if " " in joined:
+        return False
+    if "." in joined:
+        joined = "\x00" + joined + "\x00"
+        if "\x00." in joined or ".\x00" in joined or ".." in joined:
+            return False
+    return True
+
+
+#: what the JSON fast path keeps of an object's key structure (:func:`_shape_of`): the members that
+#: are objects as ``(key, their own keys, their nesting)``, the number of objects (itself included)
+#: and the number of keys at every level
+_Shape = tuple[tuple[tuple[str, tuple[str, ...], tuple], ...], int, int]
+
+
+def _shape_of(obj: dict[str, Any], depth: int, max_depth: int) -> _Shape | None:
+    """``obj``'s key structure, or None when an object in it is empty, too deep or has a key to
+    repair (the general check decides then). Called for an object without arrays only (no ``[``
+    in its text), so every member is an object or a scalar."""
+    if not _keys_fine(obj):
+        return None
+    total, dicts, nested = len(obj), 1, []
+    for k, v in obj.items():
+        if type(v) is dict:
+            if depth >= max_depth:
+                return None
+            sub = _shape_of(v, depth + 1, max_depth)
+            if sub is None:
+                return None
+            dicts += sub[1]
+            total += sub[2]
+            nested.append((k, tuple(v), sub[0]))
+    return tuple(nested), dicts, total
+
+
+def _has_nesting(obj: dict[str, Any], nested: tuple[tuple[str, tuple[str, ...], tuple], ...]) -> bool:
+    """Whether the members ``nested`` names are objects with those keys (and so on below)."""
+    for k, keys, below in nested:
+        v = obj[k]
+        if type(v) is not dict or tuple(v) != keys or (below and not _has_nesting(v, below)):
+            return False
+    return True
+
+
 def _bound(obj: dict[str, Any], depth: int, lim: _Limits) -> dict[str, Any]:
     """``obj`` with objects below ``max_depth`` kept as JSON text, keys made valid, leaves counted."""
     out: dict[str, Any] = {}
@@ -514,6 +564,8 @@ def _json_raw(spec: Parse) -> Callable[[str], tuple[dict[str, Any], bytes | None
     if loads is None:
         return slow
 
+    shapes: dict[tuple[str, ...], _Shape] = {}  # key structures seen, by the top level's keys
+
     def fast(text: str) -> tuple[dict[str, Any], bytes | None]:
         # orjson, for the usual line only: an object Elasticsearch takes as it is, whose text is
         # spliced. Anything else (not JSON, not an object, a repair, over max_fields, a \\u
@@ -526,6 +578,36 @@ def _json_raw(spec: Parse) -> Callable[[str], tuple[dict[str, Any], bytes | None
             return slow(text)
         if type(obj) is not dict:
             return slow(text)
+        if "\\" not in text and "[" not in text and "\t" not in text and "\n" not in text and "\r" not in text \
+                and " :" not in text:
+            # The plainest line (most are): no escape, so every '"' opens or closes a string and the
+            # keys are as written; no array; every key directly followed by ':'. Its key structure
+            # is checked once per shape (an application writes a few), not once per line:
+            # - the objects the shape names are there with the same keys (``_has_nesting``), and no
+            #   other: each object has its own '{' in the text, so no more '{' than the shape has
+            #   objects means none besides them (a '{' inside a string only sends the line on);
+            # - no key twice: '":' follows each key of the text, and only a key (a string value's
+            #   closing quote is followed by ',', '}' or a space; a string starting with ':' adds
+            #   one, which only sends the line on), so as many '":' as the object has keys means
+            #   no key was there twice.
+            # Exactly what ``_fields_if_fine`` and the key count below decide, in a few C scans.
+            top = tuple(obj)
+            shape = shapes.get(top)
+            # (fields: keys less the objects below the top; no '{' after the shape's objects' ones:
+            # found by memchr, cheaper than counting them, for one or two objects)
+            if shape is not None and (not shape[0] or _has_nesting(obj, shape[0])) \
+                    and shape[2] - shape[1] < max_fields and text.count('":') == shape[2] and (
+                    text.find("{", text.find("{") + 1) < 0 if shape[1] == 1 else
+                    text.find("{", text.find("{", text.find("{") + 1) + 1) < 0 if shape[1] == 2 else
+                    text.count("{") == shape[1]):
+                return obj, head + text.encode("utf-8") + tail if tail else head + text.encode("utf-8")
+            shape = _shape_of(obj, 1, max_depth)  # a new shape, or the same keys holding other objects
+            if shape is not None and shape[2] - shape[1] < max_fields and text.count('":') == shape[2] \
+                    and text.count("{") == shape[1]:
+                if len(shapes) >= 256:
+                    shapes.clear()  # (an application with ever new keys: bounded)
+                shapes[top] = shape
+                return obj, head + text.encode("utf-8") + tail
         keys = [0]
         n = _fields_if_fine(obj, 1, max_depth, keys)
         if n < 0 or n > max_fields or ("\\u" in text and _ESC_SURROGATE.search(text)):
@@ -676,14 +758,15 @@ class LineParser:
             except ParseFailure as e:
                 return _failed(f"{self.format}: {e}")
             if raw is not None:
-                ts = error = None
-                if self._time is not None:
-                    try:
-                        ts = self._time(_nest(self._target, obj))
-                    except ParseFailure as e:
-                        error = f"{self.format}: {e}"
-                    if ts is not None and not -62135596800.0 <= ts < 253402300800.0:
-                        ts, error = None, f"{self.format}: the line's time is outside years 1 to 9999"
+                if self._time is None:  # (the usual JSON line: no NamedTuple __new__ frame)
+                    return _new_tuple(Parsed, (b"", b"", raw, None, None))
+                error = None
+                try:
+                    ts = self._time(_nest(self._target, obj))
+                except ParseFailure as e:
+                    ts, error = None, f"{self.format}: {self._standard_words(text, e)}"
+                if ts is not None and not -62135596800.0 <= ts < 253402300800.0:
+                    ts, error = None, f"{self.format}: the line's time is outside years 1 to 9999"
                 if error is None:
                     return Parsed(b"", b"", raw, ts, None)
                 return Parsed(b"", b"", raw + _members({"error": {"message": error}}), None, error)
@@ -708,6 +791,21 @@ class LineParser:
                           ts, error)
         except ValueError as e:  # (a float JSON cannot hold; the decoder refuses NaN already)
             return _failed(f"{self.format}: {e}")
+
+    def _standard_words(self, text: str, failure: ParseFailure) -> str:
+        """Why the time of a spliced line could not be read, said of the standard decoder's object:
+        orjson reads an integer over 64 bits as a float, whose repr and type name the message would
+        show instead of the integer's (the line is read again only when its time fails)."""
+        try:
+            self._time(_nest(self._target, _JSON.decode(text)))  # type: ignore[misc]
+        except ParseFailure as e:
+            return str(e)
+        except (ValueError, RecursionError):
+            pass
+        return str(failure)
+
+
+_new_tuple = tuple.__new__
 
 
 def _failed(message: str) -> Parsed:

@@ -255,3 +255,22 @@ def test_decode_passes_other_fields_through() -> None:
 def test_fuzz_decode_raises_only_envelope_error(raw: bytes) -> None:
     with contextlib.suppress(EnvelopeError):
         decode_record(raw)
+
+
+def test_message_escaper_is_encode_basestrings_for_every_code_point() -> None:
+    """SourceEncoder writes ``message`` with orjson when it can: byte for byte what the standard
+    escaper writes, for every code point (each escaped on its own, so one text holds them all)."""
+    from json.encoder import encode_basestring
+
+    import logferry.envelope as envelope
+
+    assert envelope._dumps is not None  # orjson is a dependency: its path is the one tested
+    every = "".join(map(chr, [*range(0xD800), *range(0xE000, 0x110000)]))
+    assert envelope._quoted(every) == encode_basestring(every).encode("utf-8")
+    assert envelope._quoted('a"b\\c\x00\x1f\x7f\u2028') == b'"a\\"b\\\\c\\u0000\\u001f\x7f\xe2\x80\xa8"'
+    # a lone surrogate (only a caller's own text can hold one): U+FFFD, as in every other field
+    assert envelope._quoted("x\ud800y") == '"x\ufffdy"'.encode()
+    enc = SourceEncoder(host_name="h", host_ip="10.0.0.5", path="/p", file_identity="fp:1", fields=None,
+                        agent_version="0.1.0")
+    assert decode_record(enc.encode_parsed("x\udcff", 0, b"2024-05-01T12:00:00.000Z", False, 1, b"", b"", b"",
+                                           False))["message"] == "x\ufffd"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -220,6 +221,70 @@ def test_usual_nginx_fast_path_gives_the_general_paths_document(monkeypatch) -> 
         f, g = fast(line, READ), general(line, READ)
         assert (f.ts, f.error) == (g.ts, g.error), line
         assert json.loads(b"{" + f.top_part[1:] + b"}") == json.loads(b"{" + g.top_part[1:] + b"}"), line
+
+
+# The shape-cached path (a line without escapes or arrays whose key structure was seen before) must
+# give exactly what the general path gives, also for a line of a known shape that differs from it
+# just where that path looks: lines in this order, through one parser (its cache warm).
+_U = '"u": {"id": 2, "c": "de"}'
+SHAPE_SEQUENCE = [
+    f'{{"a": 1, {_U}, "m": "x"}}', f'{{"a": 2, {_U}, "m": "y"}}', '{"a":3,"u":{"id":2,"c":"de"},"m":"z"}',
+    '{"a": 1, "u": "de", "m": "x"}', '{"a": 1, "u": "de", "m": {}}', '{"a": 1, "u": {"id": 2}, "m": "x"}',
+    '{"a": 1, "u": {"c": 2, "id": 1}, "m": "x"}', '{"a": 1, "u": {"i.": 2, "c": "de"}, "m": "x"}',
+    f'{{"a": 1, {_U}, "m": "x"}}', f'{{"a": 1, {_U}, "m": {{"z": 1}}}}', f'{{"a": 1, {_U}, "m": {{}}}}',
+    f'{{"a": {{}}, {_U}, "m": "x"}}', '{"a": 1, "u": {"id": {}, "c": "de"}, "m": "x"}',
+    f'{{"a": 1, {_U}, "m": "{{x}}"}}', f'{{"a": 1, {_U}, "m": ":x"}}', f'{{"a": 1, {_U}, "m": "x", "a": 3}}',
+    '{"a": 1, "u": {"id": 2, "c": "de", "id": 3}, "m": "x"}', f'{{"a": 1, {_U}, {_U}, "m": "x"}}',
+    f'{{"a" : 1, {_U}, "m": "x"}}', f'{{"a": 1, {_U}, "m" :"x", "m": 1}}', f'{{"a":\t1, {_U}, "m": "x"}}',
+    f'{{"a": 123456789012345678901234567890, {_U}, "m": "x"}}', f'{{"a": NaN, {_U}, "m": "x"}}',
+    f'{{"a": 1e400, {_U}, "m": "x"}}', f'{{"a": [1], {_U}, "m": "x"}}', f'{{"a": 1, {_U}, "m": "x\\"y"}}',
+    f'{{"a": 1, {_U}, "m": "\\ud800"}}', f'{{"a": 1, {_U}, "m": "x"}} x',
+    b'{"a": 1, "u": {"id": 2, "c": "\xff\xfe"}, "m": "caf\xc3\xa9"}'.decode("utf-8", "replace"),
+    f'{{"a": 1, {_U}, "m": "x", "n": null}}', f'{{"a": 1, {_U}, "m": "x"}}',
+    '{"a": {"b": {"c": {"d": {"e": 1}}}}}', '{"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}',
+    '{"a": {"b": {"c": {"d": {"e": 2}}}}}', '{"k.": 1}', '{"k..j": 1}', '{".k": 1}', '{"k j": 1}', '{"": 1}',
+    '{"k": 1, "": 2}', '{"k": 1}', '{"k": {}}', '{"k": 2, "k": 1}',
+]
+
+
+@pytest.mark.parametrize("kw", [{}, {"target": "app.payload"}, {"max_fields": 4}, {"max_fields": 3}, {"max_depth": 1},
+                                {"max_depth": 2}])
+def test_json_shape_cache_gives_exactly_the_general_paths_result(kw: dict, monkeypatch) -> None:
+    import agent.parsers as parsers
+    from bench.parse_bench import json_line
+    walks = []
+    real = parsers._fields_if_fine
+
+    def counted(*a: Any) -> int:
+        walks.append(a[0])
+        return real(*a)
+
+    monkeypatch.setattr(parsers, "_fields_if_fine", counted)
+    lines = SHAPE_SEQUENCE + [json_line(n) for n in range(0, 3000, 17)] + SHAPE_SEQUENCE[::-1]
+    fast = [LineParser(Parse(format="json", **kw)), LineParser(Parse(format="json", **kw), Timestamp(field="k"))]
+    assert parsers._fast_loads is not None
+    got = [[f(line, READ) for f in fast] for line in lines]
+    if not kw:
+        # the usual lines took the shape-cached path: no walk of the object, no second decoding
+        walks.clear()
+        assert fast[0](json_line(5000), READ).error is None and fast[0](SHAPE_SEQUENCE[0], READ).error is None
+        assert walks == []
+    monkeypatch.setattr(parsers, "_fast_loads", None)
+    slow = [LineParser(Parse(format="json", **kw)), LineParser(Parse(format="json", **kw), Timestamp(field="k"))]
+    for line, results in zip(lines, got, strict=True):
+        assert results == [s(line, READ) for s in slow], line
+
+
+@pytest.mark.parametrize("fmt", ["unix", "unix_ms", "iso8601"])
+def test_json_time_errors_name_the_lines_own_value(fmt: str, monkeypatch) -> None:
+    """orjson reads a 30-digit integer as a float: the message still shows the line's integer."""
+    import agent.parsers as parsers
+    line = '{"time": 123456789012345678901234567890, "a": 1}'
+    fast = LineParser(Parse(format="json", target="app"), Timestamp(field="app.time", format=fmt))(line, READ)
+    monkeypatch.setattr(parsers, "_fast_loads", None)
+    slow = LineParser(Parse(format="json", target="app"), Timestamp(field="app.time", format=fmt))(line, READ)
+    assert fast == slow and fast.error is not None and "float" not in fast.error and "e+29" not in fast.error
+    assert fast.top_part.startswith(b',"app":{"time": 123456789012345678901234567890, "a": 1}')
 
 
 def test_json_with_10000_keys_parses_only_under_a_limit_that_allows_it() -> None:

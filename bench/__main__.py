@@ -24,7 +24,7 @@ from pathlib import Path
 from . import common
 from .common import REPO, say
 
-PARTS = ("throughput", "transfer", "latency", "manyfiles", "console", "parse")
+PARTS = ("throughput", "transfer", "latency", "manyfiles", "console", "parse", "journal")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tail-rate", type=int, default=100, help="lines/s for the console's live-tail run")
     ap.add_argument("--tail-seconds", type=float, default=30.0, help="length of the console's live-tail run")
     ap.add_argument("--parse-lines", type=int, default=500_000, help="lines for each parse run (part parse)")
+    ap.add_argument("--journal-entries", type=int, default=300_000,
+                    help="entries written to the journal for the journal part (logagent vs rsyslog imjournal)")
     ap.add_argument("--skip-peers", action="store_true", help="only logferry (no rsyslog, kcat, direct bulk)")
     ap.add_argument("--quick", action="store_true",
                     help="a fast smoke run: 100k lines, 100k records, 15 s latency runs, 10 s many-files windows; "
@@ -81,6 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.console_rounds = min(a.console_rounds, 3)
         a.tail_seconds = min(a.tail_seconds, 10.0)
         a.parse_lines = min(a.parse_lines, 100_000)
+        a.journal_entries = min(a.journal_entries, 50_000)
         a.no_report = True
     a.out = a.out or REPO / "bench" / "results" / ("quick.json" if a.quick else "latest.json")
     a.parts = [p.strip() for p in a.only.split(",") if p.strip()]
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": common.machine(),
         "loadavg_start": common.loadavg(),
         "throughput": [], "transfer": [], "latency": [], "manyfiles": None, "console": None, "parse": None,
+        "journal": None,
         "errors": [],
     }
     if a.agent_src:
@@ -190,6 +194,15 @@ def main(argv: list[str] | None = None) -> int:
                 results["parse"] = parse_bench.run_parse(stack, work, a.parse_lines, timeout_s=timeout)
             except Exception as e:
                 _fail(results, "parse", e)
+            _save(a.out, results)
+        if "journal" in a.parts:
+            from . import journal_bench
+
+            try:
+                results["journal"] = journal_bench.run_journal(stack, work, a.journal_entries, timeout_s=timeout,
+                                                               peers=peers)
+            except Exception as e:
+                _fail(results, "journal", e)
             _save(a.out, results)
     finally:
         results["loadavg_end"] = common.loadavg()

@@ -367,6 +367,8 @@ class AgentRun:
     extra_kafka: dict[str, str] = field(default_factory=dict)
     #: extra environment, e.g. PYTHONPATH=<another source tree> to measure a patched agent
     env: dict[str, str] = field(default_factory=lambda: dict(AGENT_ENV))
+    #: the prefix that runs it elsewhere (the journal part: nsenter into journald's namespace)
+    wrap: list[str] | None = None
 
     def start(self, stack: StackRef) -> AgentRun:
         from integration.agents import agent_ini
@@ -377,7 +379,7 @@ class AgentRun:
                         extra_agent={"scan_interval_s": "1", "status_interval_s": "5", "log_level": "WARNING"}
                         | self.extra_agent,
                         extra_kafka=self.extra_kafka)
-        self.proc = daemon("logagent", self.home, ini, env=self.env).start()
+        self.proc = daemon("logagent", self.home, ini, env=self.env, wrap=self.wrap).start()
         return self
 
     @property

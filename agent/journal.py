@@ -24,7 +24,9 @@ Delivery is as for files, with the entry's cursor as the offset:
   ``journalctl --follow`` with matches (``-u``, ``-t``, ``-p``, ``FIELD=value``) silently misses the
   first matching entry written after it started when no entry matched at its start (found by
   integration/test_journal.py; not with a cursor).
-- A journalctl that prints nothing for :data:`STALL_CHECK_S` while the journal holds a newer matching
+- A journalctl that prints nothing for :data:`STALL_CHECK_S` (the check backs off to
+  :data:`STALL_CHECK_MAX_S` while it finds nothing: a quiet input costs a process a few minutes,
+  not every 10 s) while the journal holds a newer matching
   entry (``journalctl --lines=1`` with the same filter says so) is started again from the last entry
   read: systemd 252's ``journalctl --follow`` can miss a ``journalctl --rotate`` made while it starts
   and then follow the archived file forever (seen in integration/test_journal.py).
@@ -65,6 +67,8 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
 READ_CHUNK = 256 << 10
 #: after this long without output, check that journalctl has not missed newer entries
 STALL_CHECK_S = 10.0
+#: the longest wait between two such checks of a quiet input (the wait doubles while they find nothing)
+STALL_CHECK_MAX_S = 300.0
 
 
 class JournalEvent(NamedTuple):
@@ -177,6 +181,7 @@ class JournalInput:
         self._backoff = BACKOFF_MIN_S
         self._n = 0
         self._last_output = self._last_check = clock()
+        self._stall_every = STALL_CHECK_S
         self._inflight: deque[list] = deque()  # [n, cursor, realtime_us, acked], in order read
         self.read = self.acked = self.dropped = self.oversize = self.restarts = 0
         self.gap: dict[str, Any] | None = None
@@ -280,16 +285,19 @@ class JournalInput:
             self._backoff = BACKOFF_MIN_S
             self.error = None
             self._last_output = self.clock()
+            self._stall_every = STALL_CHECK_S
         else:
             now = self.clock()
-            if now - self._last_output >= STALL_CHECK_S and now - self._last_check >= STALL_CHECK_S:
+            if now - self._last_output >= STALL_CHECK_S and now - self._last_check >= self._stall_every:
                 self._last_check = now
-                self._check_stall()
+                if not self._check_stall():
+                    self._stall_every = min(self._stall_every * 2, STALL_CHECK_MAX_S)
         return out
 
-    def _check_stall(self) -> None:
+    def _check_stall(self) -> bool:
         """journalctl has printed nothing for a while: if the journal has a matching entry newer than
-        the last one read, journalctl lost track of the journal files: start it again from there."""
+        the last one read, journalctl lost track of the journal files: start it again from there
+        (True)."""
         assert self.spec.journal is not None
         cmd = [JOURNALCTL, "--output=json", "--no-pager", "--quiet", "--lines=1",
                *self.spec.journal.journalctl_args()]
@@ -297,14 +305,14 @@ class JournalInput:
             r = subprocess.run(cmd, capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
             last = json.loads(r.stdout.strip().splitlines()[-1])["__CURSOR"] if r.stdout.strip() else None
         except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError, IndexError):
-            return
+            return False
         ref = self.read_cursor or (self._position[0] if self._position else None)
         if last is None or (ref is not None and same_entry(last, ref)):
-            return
+            return False
         known = cursor_realtime(ref) if ref else None
         newer = cursor_realtime(last)
         if known is not None and newer is not None and newer <= known:
-            return
+            return False
         log.warning("journal input %s: journalctl printed nothing for %.0fs though the journal holds a newer "
                     "matching entry (%s): starting it again from the last entry read", self.id,
                     self.clock() - self._last_output, iso_us(newer))
@@ -312,6 +320,7 @@ class JournalInput:
         self.restarts += 1
         self._last_output = self.clock()
         self.start()
+        return True
 
     def _drain_stderr(self) -> None:
         err = self.proc.stderr if self.proc is not None else None

@@ -37,6 +37,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` with its children: its own utime+stime, its reaped children's
+    (cutime+cstime) and its live children's utime+stime. For a process without children (the file
+    runs) this is :func:`cpu_seconds`; logagent's journal input runs journalctl as its child."""
+
+    def stat(p: int) -> list[str]:
+        with open(f"/proc/{p}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    total = sum(int(x) for x in stat(pid)[11:15])
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    for k in kids:
+        try:
+            r = stat(k)
+        except OSError:
+            continue
+        total += int(r[11]) + int(r[12])
+    return total / CLK_TCK
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds per thread name (librdkafka's are ``rdk:broker…``, ``rdk:main``; the agent's own
     main thread carries the program's name), summed over threads of the same name."""

@@ -3,7 +3,9 @@
 Each contender gets pre-written files and a fresh 6-partition topic, and the clock runs from
 its process start until the topic's end offsets sum to the line count (for logagent also until
 its saved registry holds every file's full size: the point where a crash loses nothing).
-CPU is utime+stime from /proc/<pid>/stat at that moment, peak RSS is VmHWM.
+CPU is utime+stime from /proc/<pid>/stat at that moment (with its children's, see
+``common.tree_cpu``), peak RSS is VmHWM. The journal part (bench/journal_bench.py) runs the same
+two runners on a journal input and imjournal.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .common import (
@@ -20,7 +23,6 @@ from .common import (
     OffsetWatcher,
     RssSampler,
     StackRef,
-    cpu_seconds,
     create_topic,
     delete_topics,
     is_running,
@@ -28,6 +30,7 @@ from .common import (
     say,
     set_collect,
     thread_cpu,
+    tree_cpu,
     wait_offsets,
 )
 
@@ -52,17 +55,22 @@ def _result(name: str, files: int, lines: int, nbytes: int, seconds: float, cpu:
 def run_logagent(stack: StackRef, paths: list[Path], lines: int, work: Path, *, timeout_s: float,
                  label: str = "logagent", extra_agent: dict | None = None, extra_kafka: dict | None = None,
                  profile_svg: Path | None = None, keep_topic: str | None = None,
-                 input_extra: dict | None = None) -> dict:
+                 input_extra: dict | None = None, source: dict | None = None,
+                 wrap: list[str] | None = None) -> dict:
+    """logagent ships ``lines`` records into a fresh topic: from ``paths`` (a glob per directory),
+    or from ``source`` (one collect-list entry but its topic, e.g. a journal input; ``paths`` empty),
+    run under ``wrap`` when given."""
     topic = create_topic(stack.kafka, keep_topic or f"bench-agent-{uuid.uuid4().hex[:8]}", 6)
     prefix = f"/bench-{uuid.uuid4().hex[:8]}"
     globs = sorted({str(p.parent / "*.log") for p in paths})
-    set_collect(stack.etcd, prefix, HOST_IP,
-                [{"path": g, "topic": topic, "start_at": "beginning", **(input_extra or {})} for g in globs])
+    inputs = [{**source, "topic": topic}] if source is not None else \
+        [{"path": g, "topic": topic, "start_at": "beginning", **(input_extra or {})} for g in globs]
+    set_collect(stack.etcd, prefix, HOST_IP, inputs)
     sizes = {str(p): p.stat().st_size for p in paths}
     nbytes = sum(sizes.values())
     watch = OffsetWatcher(stack.kafka, topic)
     home = work / f"agent-{uuid.uuid4().hex[:6]}"
-    agent = AgentRun(home, prefix, HOST_IP, extra_agent=extra_agent or {}, extra_kafka=extra_kafka or {})
+    agent = AgentRun(home, prefix, HOST_IP, extra_agent=extra_agent or {}, extra_kafka=extra_kafka or {}, wrap=wrap)
 
     def registry_done() -> bool:
         reg = agent.registry_offsets()
@@ -78,7 +86,7 @@ def run_logagent(stack: StackRef, paths: list[Path], lines: int, work: Path, *, 
     try:
         ok, t1, n = wait_offsets(watch, lines, timeout_s=timeout_s, what=label, alive=agent.alive,
                                  extra_done=registry_done)
-        cpu, peak = cpu_seconds(agent.pid), rss_mb(agent.pid, "VmHWM")
+        cpu, peak = tree_cpu(agent.pid), rss_mb(agent.pid, "VmHWM")
         threads = thread_cpu(agent.pid)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -144,27 +152,34 @@ def rsyslog_conf(workdir: Path, globs: list[str], broker: str, topic: str) -> st
 
 
 def run_rsyslog(stack: StackRef, paths: list[Path], lines: int, work: Path, *, timeout_s: float) -> dict:
+    globs = sorted({str(p.parent / "*.log") for p in paths})
+    return run_rsyslogd(stack, lambda workdir, topic: rsyslog_conf(workdir, globs, stack.kafka, topic), lines, work,
+                        timeout_s=timeout_s, files=len(paths), nbytes=sum(p.stat().st_size for p in paths))
+
+
+def run_rsyslogd(stack: StackRef, conf: Callable[[Path, str], str], lines: int, work: Path, *, timeout_s: float,
+                 label: str = "rsyslog", files: int = 0, nbytes: int = 0, wrap: list[str] | None = None) -> dict:
+    """rsyslogd with ``conf(workdir, topic)`` (run under ``wrap`` when given) until the fresh topic
+    holds ``lines`` records; its result as the other contenders'."""
     topic = create_topic(stack.kafka, f"bench-rsyslog-{uuid.uuid4().hex[:8]}", 6)
     home = work / f"rsyslog-{uuid.uuid4().hex[:6]}"
     (home / "work").mkdir(parents=True)
-    globs = sorted({str(p.parent / "*.log") for p in paths})
-    conf = home / "rsyslog.conf"
-    conf.write_text(rsyslog_conf(home / "work", globs, stack.kafka, topic))
-    nbytes = sum(p.stat().st_size for p in paths)
-    check = subprocess.run(["/usr/sbin/rsyslogd", "-N1", "-f", str(conf)], capture_output=True, text=True)
+    conf_file = home / "rsyslog.conf"
+    conf_file.write_text(conf(home / "work", topic))
+    check = subprocess.run(["/usr/sbin/rsyslogd", "-N1", "-f", str(conf_file)], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"rsyslog refuses its config: {check.stderr or check.stdout}")
     watch = OffsetWatcher(stack.kafka, topic)
-    say(f"rsyslog: {len(paths)} file(s), {lines:,} lines → topic {topic}")
+    say(f"{label}: {files} file(s), {lines:,} lines → topic {topic}")
     t0 = time.monotonic()
     log = open(home / "rsyslogd.log", "wb")  # noqa: SIM115 (closed in finally, after the daemon)
-    proc = subprocess.Popen(["/usr/sbin/rsyslogd", "-n", "-f", str(conf), "-i", str(home / "rsyslogd.pid")],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen([*(wrap or []), "/usr/sbin/rsyslogd", "-n", "-f", str(conf_file), "-i",
+                             str(home / "rsyslogd.pid")], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
     sampler = RssSampler(proc.pid)
     try:
-        ok, t1, n = wait_offsets(watch, lines, timeout_s=timeout_s, what="rsyslog",
-                                 alive=lambda: proc.poll() is None)
-        cpu, peak = cpu_seconds(proc.pid), rss_mb(proc.pid, "VmHWM")
+        ok, t1, n = wait_offsets(watch, lines, timeout_s=timeout_s, what=label, alive=lambda: proc.poll() is None)
+        cpu, peak = tree_cpu(proc.pid), rss_mb(proc.pid, "VmHWM")
         threads = thread_cpu(proc.pid)
     finally:
         rs = sampler.stop()
@@ -179,9 +194,10 @@ def run_rsyslog(stack: StackRef, paths: list[Path], lines: int, work: Path, *, t
         delete_topics(stack.kafka, [topic])
     if not ok:
         say("rsyslogd log tail:\n" + "\n".join((home / "rsyslogd.log").read_text(errors="replace").splitlines()[-20:]))
-    res = _result("rsyslog", len(paths), lines, nbytes, t1 - t0, cpu, peak, ok and n >= lines, records=n,
+    res = _result(label, files, lines, nbytes, t1 - t0, cpu, peak, ok and n >= lines, records=n,
                   extra_records=n - lines, thread_cpu_s=threads, **rs)
-    say(f"rsyslog: {res['lines_per_s'] or 0:,} lines/s, cpu {cpu:.1f}s, peak RSS {peak:.0f} MB ({t1 - t0:.1f}s)")
+    say(f"{label}: {res['lines_per_s'] or 0:,} lines/s, cpu {cpu:.1f}s ({res['cpu_us_per_line']} µs/line), "
+        f"peak RSS {peak:.0f} MB ({t1 - t0:.1f}s)")
     return res
 
 

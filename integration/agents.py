@@ -33,9 +33,19 @@ def agent_ini(*, etcd: list[str], kafka: str, data_dir: Path, prefix: str, host_
     return "\n".join(parts)
 
 
-def agent_process(home: Path, ini_text: str) -> Daemon:
-    """A logagent subprocess with its INI and data dir under ``home`` (the shared harness)."""
-    return daemon("logagent", home, ini_text, name=f"agent-{Path(home).name}")
+def agent_process(home: Path, ini_text: str, wrap: list[str] | None = None) -> Daemon:
+    """A logagent subprocess with its INI and data dir under ``home`` (the shared harness); run
+    under ``wrap`` when given (the journal tests: nsenter into journald's namespace)."""
+    return daemon("logagent", home, ini_text, name=f"agent-{Path(home).name}", wrap=wrap)
+
+
+def stop_showing_logs(made: list[Daemon]) -> None:
+    """The end of an agent-factory fixture: stop the agents still running, print each one's log
+    tail (pytest shows it for a failed test)."""
+    for a in made:
+        if a.alive():
+            a.stop(timeout=30)
+        print(f"----- {a.home.name} log (tail)\n" + "\n".join(a.log_text().splitlines()[-40:]))
 
 
 def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.2,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.agents import LineWriter, agent_ini, agent_process, made_after, wait_for
+from integration.agents import LineWriter, agent_ini, agent_process, made_after, stop_showing_logs, wait_for
 from integration.conftest import StackHandle, read_topic, topic_size
 from integration.harness import Daemon
 from logferry.etcd import EtcdClient
@@ -43,10 +43,7 @@ def agents(stack: StackHandle, tmp_path: Path, prefix: str):
         return a
 
     yield make
-    for a in made:
-        if a.alive():
-            a.stop(timeout=30)
-        print(f"----- {a.home.name} log (tail)\n" + "\n".join(a.log_text().splitlines()[-40:]))
+    stop_showing_logs(made)
 
 
 def set_list(etcd: EtcdClient, prefix: str, ip: str, inputs: list[dict] | str) -> None:

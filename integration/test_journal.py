@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from integration.agents import agent_ini, wait_for
-from integration.harness import Daemon, daemon
+from integration.agents import agent_ini, agent_process, stop_showing_logs, wait_for
+from integration.harness import Daemon
 from integration.journald import Journald, unavailable
-from integration.test_agent import prefix, status  # noqa: F401
+from integration.test_agent import prefix, set_list, status  # noqa: F401
 from integration.test_transfer import (  # noqa: F401
     free_port,
     index_pattern,
@@ -56,19 +56,12 @@ def jagents(stack, tmp_path: Path, prefix: str, journald: Journald):  # noqa: F8
         home = tmp_path / f"agent-{name}"
         ini = agent_ini(etcd=stack.etcd_endpoints, kafka=stack.kafka_bootstrap, data_dir=home / "data",
                         prefix=prefix, host_ip=host_ip, extra_agent=extra)
-        a = daemon("logagent", home, ini, name=f"agent-{name}", wrap=journald.wrap)
+        a = agent_process(home, ini, wrap=journald.wrap)
         made.append(a)
         return a
 
     yield make
-    for a in made:
-        if a.alive():
-            a.stop(timeout=30)
-        print(f"----- {a.home.name} log (tail)\n" + "\n".join(a.log_text().splitlines()[-40:]))
-
-
-def set_list(etcd, prefix: str, ip: str, inputs: list[dict]) -> None:  # noqa: F811
-    etcd.put(f"{prefix}/agents/{ip}/collect", json.dumps(inputs).encode())
+    stop_showing_logs(made)
 
 
 def journal_status(etcd, prefix: str, ip: str) -> list[dict]:  # noqa: F811

@@ -23,19 +23,26 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
-TOPIC = "journal"  # logferry_seed_journal_input's topic (ansible/roles/logferry_seed/defaults)
+import yaml
+
+#: the journal entry site.yml adds to every host's list, as the role's defaults say it
+SEED_DEFAULTS = Path(__file__).resolve().parent.parent / "ansible/roles/logferry_seed/defaults/main.yml"
+
+
+def default_input() -> dict[str, Any]:
+    """``logferry_seed_journal_input`` from the role's defaults (read, not restated)."""
+    return yaml.safe_load(SEED_DEFAULTS.read_text())["logferry_seed_journal_input"]
+
+
+TOPIC = default_input()["topic"]
 INDEX = f"logferry-{TOPIC}-*"
 WAIT_S = 120.0
 #: a transient unit, waited for; the description is set because systemd's default (the command
 #: line) would put the tagged text in its own "Started …" entry
 RUN = "systemd-run --quiet --wait --description=lab-journal-check"
-
-
-def default_input() -> dict[str, Any]:
-    """The journal entry site.yml adds to every host's list (keep in step with the role's defaults)."""
-    return {"journal": {"priority": "info"}, "topic": TOPIC}
 
 
 class JournalChecks:

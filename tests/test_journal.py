@@ -210,6 +210,55 @@ esac
     assert inp.gaps == 0 and inp.restarts == 0 and inp.error is None
 
 
+def test_a_silent_follower_is_checked_backing_off_and_restarted_when_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """journalctl --follow printing nothing: ``journalctl --lines=1`` (a real child standing in) is
+    asked after STALL_CHECK_S; while it shows nothing newer the next check waits twice as long (a
+    quiet input is not a process every 10 s); once it shows a newer entry journalctl is started
+    again from the last entry read."""
+    calls = tmp_path / "calls"
+    newest = tmp_path / "newest.jsonl"
+    newest.write_bytes(_lines(entry(7)))  # the journal's newest matching entry: the one read last
+    fake = tmp_path / "journalctl"
+    fake.write_text(f"""#!/bin/sh
+echo "$*" >> {calls}
+case " $* " in
+  *" --lines=1 "*) cat {newest};;
+  *" --follow "*) exec sleep 30;;
+esac
+""")
+    fake.chmod(0o755)
+    monkeypatch.setattr(journal_mod, "JOURNALCTL", str(fake))
+    now = [1000.0]
+    inp, reg = _input(tmp_path)
+    reg.set_journal_cursor(inp.id, cur(7), 1_700_000_000_000_007)
+    inp = JournalInput(inp.spec, reg, clock=lambda: now[0])
+    inp.start(follow=True)
+
+    def checks() -> int:  # (each check's journalctl has ended when poll returns: run, not spawned)
+        return sum("--lines=1" in c for c in calls.read_text().splitlines()) if calls.exists() else 0
+
+    for step, want in ((5, 0), (5, 1), (10, 1), (10, 2), (20, 2), (20, 3)):
+        now[0] += step
+        inp.poll(1 << 20)
+        assert checks() == want, f"after +{step}s: {checks()} checks, {want} expected"
+    assert inp.restarts == 0
+    newest.write_bytes(_lines(entry(9)))  # journalctl missed entry 9
+    now[0] += 79
+    inp.poll(1 << 20)
+    assert inp.restarts == 0 and checks() == 3  # the next check is 80 s after the last
+    now[0] += 1
+    inp.poll(1 << 20)
+    assert inp.restarts == 1 and checks() == 4
+    restarted = [c for c in calls.read_text().splitlines() if "--lines=1" not in c]
+    deadline = time.monotonic() + 10
+    while len(restarted) < 2 and time.monotonic() < deadline:  # the new child writes its line itself
+        time.sleep(0.02)
+        restarted = [c for c in calls.read_text().splitlines() if "--lines=1" not in c]
+    assert f"--cursor={cur(7)}" in restarted[-1].split()  # started again from the last entry read
+    inp.stop()
+
+
 def test_an_over_long_line_is_dropped_and_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(journal_mod, "MAX_LINE_BYTES", 1000)
     inp, _ = _input(tmp_path)

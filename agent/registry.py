@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _q  # C-accelerated string quoting
 from pathlib import Path
 
+from agent.fingerprint import inode_of
+
 __all__ = ["Registry", "RegistryCorruptError", "RegistryEntry"]
 
 log = logging.getLogger("logagent.registry")
@@ -122,6 +124,8 @@ class Registry:
         #: the old identity (the same file truncated and short again, say) would otherwise share
         #: event ids with it
         self._sources: dict[str, int] = {}
+        #: (device, inode, birth) -> identities of entries naming that inode (see :meth:`same_inode`)
+        self._by_inode: dict[tuple, set[str]] = {}
         self._lines: dict[str, str] = {}  # serialized entries, rebuilt only for _changed ones
         self._changed: set[str] = set()
         self._inputs: dict[str, float] = {}  # input id -> first start (wall clock)
@@ -207,6 +211,7 @@ class Registry:
         )
         self._use(entry.source)
         self._entries[identity] = entry
+        self._index(identity)
         self._gone_since.pop(identity, None)
         self._touch(identity)
         return entry
@@ -278,8 +283,10 @@ class Registry:
             return None
         self._touch(old)
         self._gone_since.pop(old, None)
+        self._unindex(old)
         e.identity = new
         self._entries[new] = e
+        self._index(new)
         self._gone_since.pop(new, None)
         self._touch(new)
         return e
@@ -289,6 +296,7 @@ class Registry:
         e = self._entries.pop(identity, None)
         if e is None:
             return False
+        self._unindex(identity)
         self._unuse(e.source)
         self._gone_since.pop(identity, None)
         self._touch(identity)
@@ -314,6 +322,36 @@ class Registry:
         for ident in removed:
             self.remove(ident)
         return removed
+
+    def same_inode(self, identity: str) -> RegistryEntry | None:
+        """Another entry naming the same device, inode and birth time as ``identity``, if any.
+
+        Why: a file known as ``fp:…`` (past its fingerprint) that is short again after a
+        truncation while the agent was down, or while no input collected it, is found as a
+        new ``ino:`` identity. Without this it would get a fresh entry whose source is that
+        ``ino:`` identity, which the same file may already have used for other lines before
+        it grew (the source then moved to ``fp:…#r1``): two lines under one event id.
+        """
+        key = _inode_key(identity)
+        if key is None:
+            return None
+        for other in self._by_inode.get(key, ()):
+            if other != identity:
+                return self._entries.get(other)
+        return None
+
+    def _index(self, identity: str) -> None:
+        key = _inode_key(identity)
+        if key is not None:
+            self._by_inode.setdefault(key, set()).add(identity)
+
+    def _unindex(self, identity: str) -> None:
+        key = _inode_key(identity)
+        ids = self._by_inode.get(key) if key is not None else None
+        if ids is not None:
+            ids.discard(identity)
+            if not ids:
+                del self._by_inode[key]
 
     def _unused(self, source: str) -> str:
         if source not in self._sources:
@@ -366,8 +404,10 @@ class Registry:
                               if isinstance(v, dict) and isinstance(v.get("cursor"), str)}
             self._entries = {e.identity: e for e in entries}
             self._sources = {}
+            self._by_inode = {}
             for e in entries:
                 self._use(e.source)
+                self._index(e.identity)
             self._lines = lines
             self._changed.clear()
             self._gone_since.clear()
@@ -380,6 +420,7 @@ class Registry:
                 "away to start over, which re-reads files per start_at): " + "; ".join(errors)
             )
         self._entries, self._lines, self._inputs, self._sources = {}, {}, {}, {}
+        self._by_inode = {}
         self._journals = {}
         self._changed.clear()
         self._dirty = False
@@ -453,6 +494,11 @@ def _parse(text: str) -> tuple[dict[str, float], list[RegistryEntry], dict[str, 
         entries.append(e)
         lines[e.identity] = row
     return {str(k): float(v) for k, v in inputs.items()}, entries, lines
+
+
+def _inode_key(identity: str) -> tuple | None:
+    inode, birth = inode_of(identity)
+    return None if inode is None else (inode, birth)
 
 
 def _fsync_dir(directory: Path) -> None:

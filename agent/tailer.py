@@ -807,6 +807,15 @@ class TailManager:
                 not e2.head_len or _head_matches(path, e2.head_len, e2.head)
             ):
                 entry = reg.rename(old, ident)
+        if entry is None and is_ino(ident):
+            known = reg.same_inode(ident)
+            if known is not None and is_fp(known.identity) and known.identity not in self._files:
+                # Known past its fingerprint, short again now: truncated while away. Its old
+                # ``ino:`` source may be on lines already sent, so take the entry and reset it.
+                log.info("%s: shorter (%d) than the fingerprint it had when last read: truncated while "
+                         "away, reading from 0", path, st.st_size)
+                reg.rename(known.identity, ident)
+                entry = reg.reset(ident)
         if entry is not None and entry.offset > st.st_size:
             log.info("%s: shorter (%d) than its saved offset (%d): truncated while away, reading from 0",
                      path, st.st_size, entry.offset)

@@ -394,6 +394,30 @@ def test_model_found_a_file_short_again_after_a_truncate_gets_its_own_ids(tmp_pa
     assert again.source_id != first.source_id
 
 
+def test_model_found_a_file_truncated_twice_short_again_gets_its_own_ids(tmp_path: Path, logs: Path) -> None:
+    """Found by tests/test_tracker_model.py (shrunk): as above, but the first truncation is
+    noticed while the agent runs (the entry, now ``fp:…``, resets its source to ``fp:…#r1`` and
+    frees ``ino:…``); the second happens while it is down. At restart the short file must take
+    the ``fp:`` entry of its inode (reset again), not a fresh entry whose source is ``ino:…``,
+    the event ids its first line was sent with."""
+    log = logs / "c.log"
+    write(log, "L000001 x\n")
+    tm, _ = manager(tmp_path, [spec(log, start_at="beginning")])
+    (first,) = collect(tm, ack=False)
+    time.sleep(0.02)
+    os.truncate(log, 0)
+    write(log, "L000002 " + "z" * 2000 + "\n")
+    collect(tm, ack=False)
+    assert tm.counters["truncations"] == 1
+    os.truncate(log, 0)
+    write(log, "L000003 x\n")
+    tm.close()  # killed before its next poll
+    tm2, _ = manager(tmp_path, [spec(log, start_at="beginning")])
+    (again,) = collect(tm2)
+    assert again.message == "L000003 x" and again.offset == first.offset == 0
+    assert again.source_id != first.source_id
+
+
 # --- the plain path (issue 12): a file rotated while the agent was down or the file closed -------
 
 

@@ -32,7 +32,10 @@ half a minute here); ``make model-check`` runs 20,000 by default (``MODEL_EXAMPL
 tests/test_tailer.py (``test_model_found_*``): a partial line cut by a read quantum handed out
 as a line at a truncation; a new file on the inode of one never saved (a crash) taking its event
 ids (fixed by the birth time in the identity); a file rewritten to the size already read looking
-unchanged; a file short again after a truncate taking the source its grown entry still held.
+unchanged; a file short again after a truncate taking the source its grown entry still held;
+the same with the first truncation noticed and the second while the agent was down (the short
+file must take its inode's ``fp:`` entry, not a fresh one named by the ``ino:`` source it once
+sent lines with).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from logferry.fleet import (
     gather_transfers,
     host_sort_key,
     hosts_json,
+    lag_bytes,
     last_error,
     parse_iso,
 )
@@ -51,10 +52,11 @@ def hosts_table(hosts: dict[str, HostView], *, max_width: int | None = None) -> 
     rows = []
     for h in hosts.values():
         st = h.status or {}
+        lag = lag_bytes(h)
         rows.append([h.ip, "live" if h.live else "DOWN", st.get("hostname"), st.get("version"),
-                     _inputs_cell(h), config_state(h), last_error(h)])
-    return render_table(["IP", "AGENT", "HOSTNAME", "VERSION", "INPUTS", "CONFIG", "LAST ERROR"], rows,
-                        max_width=max_width, right=[4])
+                     _inputs_cell(h), fmt_bytes(lag), config_state(h), last_error(h)])
+    return render_table(["IP", "AGENT", "HOSTNAME", "VERSION", "INPUTS", "LAG", "CONFIG", "LAST ERROR"], rows,
+                        max_width=max_width, right=[4, 5])
 
 
 # --- rates -----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ __all__ = [
     "host_json",
     "host_sort_key",
     "hosts_json",
+    "lag_bytes",
     "last_error",
     "parse_iso",
 ]
@@ -171,7 +172,22 @@ def host_json(h: HostView) -> dict[str, Any]:
         "config": config_state(h),
         "applied_revision": (st.get("config") or {}).get("revision") if h.live else None,
         "last_error": last_error(h),
+        "lag_bytes": lag_bytes(h),
     }
+
+
+def lag_bytes(h: HostView) -> int | None:
+    """Bytes written to the host's collected files that Kafka has not acknowledged yet (None: no agent).
+
+    The one number that says a host is falling behind (a throttled agent, a refusing topic),
+    summed from the files of its status document, as the agent reports them.
+    """
+    if not h.live or not isinstance(h.status, dict):
+        return None
+    files = h.status.get("files")
+    if not isinstance(files, list):
+        return 0
+    return sum(f.get("lag_bytes") or 0 for f in files if isinstance(f, dict) and isinstance(f.get("lag_bytes"), int))
 
 
 def hosts_json(hosts: dict[str, HostView]) -> list[dict[str, Any]]:

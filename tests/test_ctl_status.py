@@ -92,14 +92,15 @@ def test_hosts_table_and_json() -> None:
         "10.0.0.6": HostView("10.0.0.6", collect_raw=b"[", collect_revision=3, collect_error="collect list: bad"),
     }
     lines = hosts_table(hosts).splitlines()
-    assert lines[0].split() == ["IP", "AGENT", "HOSTNAME", "VERSION", "INPUTS", "CONFIG", "LAST", "ERROR"]
-    assert lines[1].split()[:5] == ["10.0.0.5", "live", "web1", "0.1.0", "1"]
+    assert lines[0].split() == ["IP", "AGENT", "HOSTNAME", "VERSION", "INPUTS", "LAG", "CONFIG", "LAST", "ERROR"]
+    assert lines[1].split()[:7] == ["10.0.0.5", "live", "web1", "0.1.0", "1", "100", "B"]
     assert "rev 7 (current)" in lines[1]
-    assert lines[2].split()[:5] == ["10.0.0.6", "DOWN", "-", "-", "INVALID"]
+    assert lines[2].split()[:6] == ["10.0.0.6", "DOWN", "-", "-", "INVALID", "-"]
     assert lines[2].endswith("collect list: bad")
     rows = hosts_json(hosts)
     assert rows[0]["live"] is True and rows[0]["inputs"] == 1 and rows[0]["applied_revision"] == 7
-    assert rows[1]["collect_valid"] is False and rows[1]["inputs"] is None
+    assert rows[0]["lag_bytes"] == 100
+    assert rows[1]["collect_valid"] is False and rows[1]["inputs"] is None and rows[1]["lag_bytes"] is None
 
 
 def test_rates() -> None:

@@ -560,14 +560,13 @@ const hostsPage = {
     if (status !== 200) return;
     const body = $("#hosts tbody"); body.replaceChildren();
     for (const h of data.hosts) {
-      const lag = (h.files || []).reduce((a, f) => a + (f.lag_bytes || 0), 0);
       body.append(el("tr", { "data-ip": h.ip, class: h.live ? "" : "down" },
         el("td", {}, el("a", { href: "/hosts/" + h.ip }, h.ip)),
         el("td", {}, h.live ? "live" : "no agent"),
         el("td", {}, h.hostname || ""), el("td", {}, h.version || ""),
         el("td", {}, h.inputs === null ? "-" : String(h.inputs)),
         el("td", {}, h.config_state), el("td", {}, String((h.files || []).length)),
-        el("td", {}, fmtBytes(lag)),
+        el("td", {}, h.lag_bytes === null ? "-" : fmtBytes(h.lag_bytes)),
         el("td", { class: "ts", title: "its newest line in Elasticsearch" }, (h.last_line || "").replace("T", " ").replace(/\.\d+Z$/, "")),
         el("td", { class: "err" }, h.last_error || "")));
     }

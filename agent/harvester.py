@@ -34,6 +34,11 @@ log = logging.getLogger("logagent.tailer")  # the name operators grep for since 
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 READ_CHUNK = 256 * 1024
 
+#: While inotify tells which files changed, a file read to its end and named by no event since
+#: is still checked (an ``fstat``) this often: the safety net for writes inotify does not report
+#: (through a hard link or a symlink in another directory, a network filesystem, a lost event).
+RECHECK_S = 2.0
+
 # A record coming out of a harvester: agent.lines.Line or agent.multiline.Joined; both have
 # .offset .raw .truncated .next_offset .lines
 Record = Any
@@ -94,6 +99,16 @@ class Harvester:
         self.truncated_now = False
         self.last_read_bytes = 0
         self.last_data_at = time.monotonic()
+        #: inotify named the file since the last read (or something else says a read is due)
+        self.poked = True
+        #: the path reaches this file through a symlink or it has other hard links: writes through
+        #: another name are reported on another directory, so inotify cannot be trusted for it
+        self.linked = False
+        self._unannounced = 0
+        self._link_checked = ""
+        self._verified: tuple[int, int] | None = None  # (size, mtime) at which the head last matched
+        self._head_raw: tuple[str, bytes] | None = None  # (fp: identity, the head bytes that hash to it)
+        self.next_check = 0.0
         self._pos = offset  # bytes fed to the splitter
         self._seen_upto = offset  # furthest byte ever read: re-reads after a reopen are not "new data"
         self._resume_after_flush = after_flush
@@ -128,6 +143,20 @@ class Harvester:
             timeout = min(timeout, joiner.flush_timeout_s)
         return self.last_data_at + timeout
 
+    def poke(self) -> None:
+        """Something (inotify, a scan) says the file may have changed: read it at the next poll."""
+        self.poked = True
+
+    def due(self, now: float, notified: bool) -> bool:
+        """Is a read worth its syscalls now? Always without inotify (``notified`` False).
+
+        With inotify, a file read to its end is read again only once an event named it
+        (:meth:`poke`), or every :data:`RECHECK_S` as a safety net; a file with bytes left, a
+        draining one and one reached by a link are read at every poll, as before.
+        """
+        return (not notified or self.poked or not self.at_eof or self.draining or self.linked
+                or now >= self.next_check)
+
     def idle_s(self, now: float | None = None) -> float:
         """Seconds since new bytes last arrived."""
         return (time.monotonic() if now is None else now) - self.last_data_at
@@ -151,6 +180,12 @@ class Harvester:
         self.fd = fd
         self.dev, self.ino = st.st_dev, st.st_ino
         self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+        # the fingerprint just matched: the head is known good for this size and mtime
+        self._verified = (st.st_size, st.st_mtime_ns) if is_fp(current) else None
+        self.poked = True
+        if self._link_checked != self.path or st.st_nlink > 1:  # (an lstat once per path, not per open)
+            self._link_checked = self.path
+            self.linked = st.st_nlink > 1 or _lstat_ino(self.path) != (st.st_dev, st.st_ino)
         self.identity = current
         self._pos = self.offset
         self._splitter = LineSplitter(self.max_line_bytes, self.offset, self._resume_after_flush)
@@ -187,6 +222,7 @@ class Harvester:
     def start_draining(self) -> None:
         """Read what is left, then close for good (the file was rotated away or deleted)."""
         self.draining = True
+        self.poked = True
 
     def check_path(self) -> str:
         """Does the path still lead to this file? ``"same"``, ``"replaced"`` or ``"gone"``.
@@ -218,6 +254,9 @@ class Harvester:
             return []
         if self.fd is None:
             self.open()
+        unannounced = not self.poked and self.at_eof and now >= self.next_check  # a safety-net read
+        self.poked = False
+        self.next_check = now + RECHECK_S
         fd = self.fd
         assert fd is not None and self._splitter is not None
         st = os.fstat(fd)
@@ -228,7 +267,8 @@ class Harvester:
         if st.st_nlink == 0 and not self.deleted:
             self.deleted = True
             self.draining = True
-        if size < self._pos or (touched and self._content_replaced(fd, st)):
+        if size < self._pos or (touched and (size, st.st_mtime_ns) != self._verified
+                                and self._content_replaced(fd, st)):
             return self._restart_truncated(now)
         if is_ino(self.identity or "") and size >= self.fingerprint_bytes:
             self.identity = identity_of_stat(fd, st, self.fingerprint_bytes)
@@ -254,6 +294,11 @@ class Harvester:
         if self._pos > self._seen_upto:
             self._seen_upto = self._pos
             self.last_data_at = now
+            if unannounced and not self.linked:
+                # new bytes no event named: inotify does not see this file's writes (a name in
+                # another directory, a network filesystem); twice, and it is read at every poll
+                self._unannounced += 1
+                self.linked = self._unannounced >= 2
         if got and is_ino(self.identity or "") and self.head_len < min(self._pos, self.fingerprint_bytes):
             self._update_head(max(size, self._pos))
         if self.draining and self.at_eof:
@@ -331,7 +376,12 @@ class Harvester:
         ident = self.identity or ""
         if is_fp(ident):  # (same descriptor, same inode: only the head can differ)
             head = os.pread(fd, self.fingerprint_bytes, 0)
-            return len(head) < self.fingerprint_bytes or digest(head) != fp_hash(ident)
+            if self._head_raw is not None and self._head_raw[0] == ident and self._head_raw[1] == head:
+                return False  # (the bytes that hashed to it last time: no hash needed)
+            if len(head) < self.fingerprint_bytes or digest(head) != fp_hash(ident):
+                return True
+            self._head_raw = (ident, head)
+            return False
         if self.head_len:
             return digest(os.pread(fd, self.head_len, 0)) != self.head
         return False
@@ -358,6 +408,7 @@ class Harvester:
         self._splitter = LineSplitter(self.max_line_bytes, 0)
         self._joiner = self.multiline() if self.multiline is not None else None
         self.identity = identity_of_stat(fd, st, self.fingerprint_bytes)
+        self._verified = None  # (new content: its head is checked again at the next growth)
         self.head_len, self.head = 0, ""
         if is_ino(self.identity):
             self._update_head(st.st_size)
@@ -371,3 +422,10 @@ class Harvester:
         self.head_len, self.head = len(data), digest(data)
 
 
+def _lstat_ino(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the path itself, not of what a symlink leads to; None if it is gone."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -57,6 +57,15 @@ log = logging.getLogger("logagent")
 DEFAULT_CONFIG = "/etc/logferry/logagent.ini"
 #: how long SIGTERM waits for Kafka to acknowledge what is in flight (systemd's TimeoutStopSec is above)
 SHUTDOWN_FLUSH_S = 15.0
+#: most file bytes one poll reads: a poll's lines, their records and their tokens are all alive at
+#: once; 4 MiB made peak RSS 118 MB on one busy file, 1 MiB 83 MB at the same lines/s and CPU
+POLL_BYTES = 1 << 20
+#: longest sleep of an idle loop between polls (inotify, a flush deadline or a scan wakes it sooner)
+IDLE_WAIT_S = 1.0
+#: least time between two polls that read files to their end, per file read, and at most (the
+#: latency it adds: 0.25 ms for one file, the most from 1,000 files on)
+GATHER_PER_FILE_S = 0.00025
+GATHER_S = 0.25
 
 
 class Agent:
@@ -636,7 +645,8 @@ class Agent:
             read_any = False
             if budget > 0:
                 self.metrics.backpressure.set(0)
-                events = self.tail.poll(min(budget, 4 << 20))
+                poll_at = time.monotonic()
+                events = self.tail.poll(min(budget, POLL_BYTES))
                 if events:
                     read_any = True
                     self.produce_events(events)
@@ -661,8 +671,14 @@ class Agent:
             if not read_any:
                 if self.sink.inflight_count or budget <= 0:
                     self.handle_deliveries(self.sink.poll(0.05))
-                else:
-                    self.tail.wait(0.1)
+                else:  # (inotify wakes it; journal inputs are read from a pipe inotify does not watch)
+                    self.tail.wait(0.1 if self.journals.inputs else IDLE_WAIT_S)
+            elif not self.tail.busy and not self.journals.inputs:
+                # Every file read to its end: let lines gather for a time in proportion to the
+                # files read (a read costs the same for one line as for a hundred), so many slow
+                # files are not read a line at a time; one busy file waits a fraction of a ms.
+                gather = min(GATHER_S, self.tail.files_read * GATHER_PER_FILE_S)
+                time.sleep(max(0.0, poll_at + gather - time.monotonic()))
         return self.shutdown()
 
     def shutdown(self) -> int:

@@ -33,8 +33,11 @@ Rotation cases, and what happens:
 - files that appear later: read from 0, always. ``start_at`` ("end" by default) only applies to
   files found by an input's very first scan ever (the registry remembers which inputs ran).
 
-inotify only wakes the loop early; the periodic stat scan is the source of truth, because
-inotify has no truncate event and its queue can overflow.
+inotify wakes the loop and names the files written to: a file read to its end is read again
+when an event names it (a truncation is a write event too), or at the harvester's recheck
+(agent/harvester.py ``RECHECK_S``), or after a scan. The periodic stat scan stays the source
+of truth (every ``SWEEP_S`` at least while inotify watches every directory): inotify can miss
+writes made through another name and its queue can overflow (an overflow forces a scan).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from agent.fingerprint import (
     may_have_grown_into,
 )
 from agent.harvester import DEFAULT_MAX_LINE_BYTES, FileChanged, Harvester, Record
+from agent.inotify import read_events
 from agent.lines import decode_line
 from agent.multiline import MultilineJoiner
 from agent.registry import Registry
@@ -75,6 +79,8 @@ __all__ = ["Event", "TailManager"]
 log = logging.getLogger("logagent.tailer")
 
 MIN_QUANTUM = 64 * 1024
+#: seconds between full scans (at least) while inotify watches every directory of the inputs
+SWEEP_S = 10.0
 
 _tuple_new = tuple.__new__  # builds the Event named tuple without its Python-level __new__
 
@@ -275,6 +281,8 @@ class TailManager:
         #: agent reports it once a minute (agent/diskstate.py) instead of a line per poll
         self.on_save_error: Callable[[OSError], None] | None = None
         self._inotify: Any = None
+        self._all_watched = False  # inotify watches every directory the inputs need
+        self.files_read = 0  #: files the last poll read (those inotify named, or all without it)
         self._watches: dict[str, int] = {}
         self._wd_dirs: dict[int, str] = {}
         if use_inotify:
@@ -365,6 +373,8 @@ class TailManager:
         now = time.monotonic() if now is None else now
         events: list[Event] = []
         self._more = False
+        if self._all_watched:
+            self._take_events()  # which files changed since the last poll (a busy loop calls no wait)
         if now >= self._next_scan:
             self._scan(now)
         self._open_waiting(now)
@@ -385,6 +395,11 @@ class TailManager:
                 else:
                     log.error("registry %s: cannot save (%s); will retry", self.registry.path, e)
         return events
+
+    @property
+    def busy(self) -> bool:
+        """The last :meth:`poll` stopped on its budget or left files waiting for a descriptor."""
+        return self._more
 
     def topic_of(self, source_id: str) -> str | None:
         """The topic the file with this ``source_id`` is read for now; None if no input reads it."""
@@ -497,7 +512,8 @@ class TailManager:
 
     def _scan(self, now: float) -> None:
         self._last_scan = now
-        self._next_scan = now + self.scan_interval_s
+        # inotify finds new, renamed and deleted files at once: the full sweep is then a safety net
+        self._next_scan = now + (max(self.scan_interval_s, SWEEP_S) if self._all_watched else self.scan_interval_s)
         open_by_inode = {(f.harv.dev, f.harv.ino): f for f in self._files.values() if f.harv.is_open}
         seen: dict[str, tuple[str, os.stat_result, _Input]] = {}
         errors: list[ScanError] = []
@@ -864,6 +880,7 @@ class TailManager:
         if h.draining and not h.finished and not h.deleted:
             h.draining = False  # it came back under a matching name
             f.moved = False
+        h.poke()  # (the scan is the safety net for a write inotify did not report)
         changed = (st.st_size, st.st_mtime_ns) != (f.closed_size, f.closed_mtime)
         if not h.is_open and changed and not f.wants_read:
             f.wants_read = True
@@ -891,7 +908,7 @@ class TailManager:
         free = self.max_open_files - len(open_files)
         if free < len(waiting):
             idle = [f for f in open_files if f.harv.at_eof and not f.harv.draining]
-            idle.sort(key=lambda f: f.harv.last_data_at)
+            idle.sort(key=lambda f: (f.harv.poked, f.harv.last_data_at))  # (poked: has lines to read)
             for f in idle[: len(waiting) - free]:
                 self._close(f)
                 free += 1
@@ -929,9 +946,11 @@ class TailManager:
     def _read_round_robin(self, budget: int, now: float, events: list[Event]) -> int:
         """Read open files in turn, a fair share each, until the budget is spent; returns what is left."""
         paused = self.paused
+        notified = self._all_watched  # inotify names the files that changed: read only those
         active = [f for f in self._files.values()
-                  if f.harv.is_open and f.input is not None and self._may_read(f) and f.source not in paused]
-        n = len(active)
+                  if f.harv.is_open and f.harv.due(now, notified) and f.input is not None and self._may_read(f)
+                  and f.source not in paused]
+        n = self.files_read = len(active)
         if not n:
             return budget
         start = self._rr % n
@@ -1006,6 +1025,10 @@ class TailManager:
     def _close(self, f: _File) -> None:
         h = f.harv
         f.closed_size, f.closed_mtime = h.size, h.mtime_ns
+        if h.poked and not f.wants_read and not h.finished:
+            # inotify named it since its last read: that event is spent, so reopen it for the read
+            f.wants_read = True
+            f.waiting_since = time.monotonic()
         h.close()
 
     def _emit(self, f: _File, ident: str, recs: list[Record], events: list[Event]) -> None:
@@ -1177,6 +1200,7 @@ class TailManager:
             with contextlib.suppress(OSError):
                 self._inotify.close()
         self._inotify = None
+        self._all_watched = False
         self._watches.clear()
         self._wd_dirs.clear()
 
@@ -1200,6 +1224,18 @@ class TailManager:
                 continue
             self._watches[d] = wd
             self._wd_dirs[wd] = d
+        self._all_watched = bool(self._watches) and not wanted - set(self._watches)
+
+    def _take_events(self) -> None:
+        """The inotify events waiting now, without blocking."""
+        try:
+            evs = read_events(self._inotify.fileno())  # (each file written to named once)
+        except OSError as e:
+            log.warning("inotify read failed (%s); falling back to scanning", e)
+            self._stop_inotify()
+            return
+        if evs:
+            self._on_inotify(evs)
 
     def _on_inotify(self, evs: list[Any]) -> None:
         now = time.monotonic()
@@ -1216,7 +1252,9 @@ class TailManager:
             if d is None or not ev.name:
                 continue
             f = self._by_path.get(os.path.join(d, ev.name))
-            if f is not None and not f.harv.is_open and not f.wants_read:
+            if f is not None and f.harv.is_open:
+                f.harv.poke()
+            elif f is not None and not f.wants_read:
                 f.wants_read = True
                 f.waiting_since = now
         if rescan:

@@ -238,8 +238,9 @@ def _transfer(a: argparse.Namespace, stack: common.StackRef, work: Path, results
         values, _keys = transfer_bench.read_topic_values(stack, src, n)
         if len(values) != n:
             raise RuntimeError(f"the source topic holds {len(values)} records, not {n}")
-        # warm ES up (JIT, caches) on a throwaway index so the first contender is not penalised
-        transfer_bench.run_direct_bulk(stack, values[: min(n, 50_000)], threads=2, timeout_s=120)
+        # warm ES up until its JIT has little left to compile: a 50k warm-up left ~9 CPU-s of
+        # compilation to the first contender, which made ES look twice as busy for logtransfer
+        transfer_bench.warm_up_es(stack, values, timeout_s=timeout)
     except Exception as e:
         _fail(results, "transfer source", e)
         return

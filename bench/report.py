@@ -121,14 +121,17 @@ def markdown(res: dict) -> str:
     tr = res.get("transfer") or []
     if tr:
         lines += ["### 2. Kafka → Elasticsearch (1 node, `_id` = event.id, same mappings)", "",
-                  "| tool | docs | seconds | docs/s | CPU s | peak RSS MB | ES CPU s | vs direct bulk | vs rsyslog |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| tool | docs | seconds | docs/s | first doc searchable s | docs/s after it | CPU s | "
+                  "peak RSS MB | ES CPU s (JIT) | vs direct bulk | vs rsyslog |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         d = _find(tr, "direct bulk")
         rs = _find(tr, "rsyslog")
         for r in tr:
+            jit = r.get("es_jit_cpu_s")
             lines.append(
-                f"| {r['tool']} | {r['docs']:,} | {r['seconds']} | {_n(r['docs_per_s'])} | {_n(r['cpu_s'])} | "
-                f"{_n(r['peak_rss_mb'])} | {_n(r['es_cpu_s'])} | "
+                f"| {r['tool']} | {r['docs']:,} | {r['seconds']} | {_n(r['docs_per_s'])} | "
+                f"{_n(r.get('first_doc_s'))} | {_n(r.get('docs_per_s_after_first'))} | {_n(r['cpu_s'])} | "
+                f"{_n(r['peak_rss_mb'])} | {_n(r['es_cpu_s'])}{'' if jit is None else f' ({jit})'} | "
                 f"{_n(_ratio(r['docs_per_s'], d and d['docs_per_s']), '{}×')} | "
                 f"{_n(_ratio(r['docs_per_s'], rs and rs['docs_per_s']), '{}×')} |")
         lines.append("")

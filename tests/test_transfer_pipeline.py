@@ -336,3 +336,41 @@ def test_records_of_a_partition_revoked_during_the_consume_call_are_not_taken() 
     assert ("t", 1) not in p.tracker.partitions()
     assert all(("t", 1) not in commit or commit[("t", 1)] == 1 for commit in c.commits), c.commits
     assert c.commits[-1][("t", 0)] == 2
+
+
+def test_a_caught_up_consumer_dispatches_at_once_but_only_with_nothing_in_flight() -> None:
+    """Latency: a live stream is not held for flush_interval_s; while a bulk is indexed the buffer grows."""
+    import threading
+
+    gate = threading.Event()
+
+    class HeldES:
+        def bulk(self, operations: bytes, filter_path: str) -> dict:
+            gate.wait(5)
+            n = operations.count(b"\n") // 2
+            return {"errors": False, "items": [{"index": {"status": 201}} for _ in range(n)]}
+
+    clock = [0.0]
+    p, c, _ = make(HeldES())
+    p.clock = lambda: clock[0]
+    p.cfg = TransferConfig(topics=("t",), bulk_max_docs=100, flush_interval_s=60.0)
+    stop = lambda: False  # noqa: E731
+    assert not p.ready(caught_up=True)  # nothing buffered
+    p.add(rec(0, 0))
+    assert not p.ready(caught_up=False)  # more is coming: keep filling the bulk
+    assert not p.ready(caught_up=True)  # younger than CAUGHT_UP_LINGER_S
+    clock[0] = 0.1
+    assert p.ready(caught_up=True)
+    assert p.dispatch(c.keepalive, stop)
+    p.add(rec(0, 1))
+    p.add(rec(0, 2))
+    assert not p.ready(caught_up=True)  # a bulk is being indexed: the buffer grows
+    clock[0] = 60.1
+    assert p.ready(caught_up=False)  # the age limit still holds (two in flight, as under a backlog)
+    assert p.dispatch(c.keepalive, stop) and len(p.in_flight) == 2
+    gate.set()
+    assert p.flush(c.keepalive, stop)
+    assert c.commits[-1] == {("t", 0): 3}
+    p.add(rec(0, 3))
+    clock[0] = 60.2
+    assert p.ready(caught_up=True)  # answered and settled: a caught-up stream goes out at once

@@ -8,6 +8,7 @@ The loop:
    config stays in force, the error goes to the log and the status key;
 2. consume records into the pipeline's buffer (``pipeline``);
 3. when the buffer is full (``bulk_max_docs``/``bulk_max_bytes``) or old (``flush_interval_s``),
+   or the consumer is caught up and no bulk is in flight (``Pipeline.ready``),
    dispatch it: its bulk request goes out on a sender thread while the loop goes on consuming
    (at most two batches in flight, see ``pipeline``); each turn settles, oldest first, the
    batches Elasticsearch answered: dead-letter what it rejects and what is not an envelope, then
@@ -359,11 +360,14 @@ class Transfer:
         p = self.pipeline
         left = p.time_to_due()
         timeout = 0.1 if left is None else min(0.1, left)
-        if p.in_flight:
+        if p.in_flight or p.buffered:
+            # an answer to settle soon, or a partial bulk to send as soon as Kafka has nothing more
             timeout = min(timeout, IN_FLIGHT_POLL_S)
-        msgs = self.consumer.consume(min(CONSUME_MAX, max(1, p.room())), timeout)
+        asked = min(CONSUME_MAX, max(1, p.room()))
+        msgs = self.consumer.consume(asked, timeout)
         p.add_messages(msgs, self.keepalive, self.hard_stop)  # dispatches each buffer that fills up
-        if p.due():
+        # fewer records than asked for: caught up, a live stream is sent without waiting (Pipeline.ready)
+        if p.ready(caught_up=len(msgs) < asked):
             p.dispatch(self.keepalive, self.hard_stop)
         p.reap(self.keepalive, self.hard_stop)
 

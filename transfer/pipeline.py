@@ -2,7 +2,8 @@
 
 The delivery rule lives here. Records are buffered as they are consumed (prepared at once: bulk
 lines built, or a dead-letter reason found). A full or old enough buffer becomes a batch in
-flight (:meth:`Pipeline.dispatch`), and settling a batch means:
+flight (:meth:`Pipeline.dispatch`), as does any buffer once the consumer has caught up while no
+batch is in flight (:meth:`Pipeline.ready`), and settling a batch means:
 
 1. every document is accepted by Elasticsearch, or rejected for good (``indexer``; retryable
    failures are retried with backoff, forever if need be);
@@ -90,6 +91,10 @@ class Batch:
     rejects_collected: bool = False
     settled: bool = False
     started: float = field(default_factory=time.monotonic)
+
+
+#: Least age of a partial buffer sent because the consumer caught up (see ``Pipeline.ready``).
+CAUGHT_UP_LINGER_S = 0.1
 
 
 class Pipeline:
@@ -185,6 +190,28 @@ class Pipeline:
     def room(self) -> int:
         """How many more records fit in the buffer by count."""
         return max(0, self.cfg.bulk_max_docs - len(self._sources)) if self.cfg else 0
+
+    def ready(self, caught_up: bool) -> bool:
+        """Dispatch now? When due (full or old), or when the consumer is ``caught_up`` (its last call
+        gave fewer records than asked for) with something buffered and no batch in flight.
+
+        Why: waiting out ``flush_interval_s`` with nothing more coming only adds latency (append →
+        searchable was mostly that wait plus ES's refresh; measured p99 1.86 s → 1.21 s at 1,000
+        lines/s and 1.86 s → 1.46 s at 10,000). Only with nothing in flight: while a bulk is being
+        indexed the buffer keeps growing, so a live stream goes out as one bulk per round trip,
+        bigger when Elasticsearch is slower. Sending into any free slot (two small bulks in
+        flight, each queueing behind the other and paying ES's per-request costs) was measured
+        worse at 10,000 lines/s: p99 2.4 s and 7 s. Under a backlog the consumer is never caught
+        up: bulks stay full and two stay in flight. The buffer is at least ``CAUGHT_UP_LINGER_S``
+        old first: without it a stream of 1,000 lines/s went out as ~20 bulks (and offset
+        commits) a second, which doubled ES's CPU for it (6.4 against 3.4 CPU-s in a 30 s run),
+        for a visibility that ES's 1 s refresh rounds anyway.
+        """
+        if self.due():
+            return True
+        if not caught_up or not self._sources or self.in_flight or self.cfg is None:
+            return False
+        return self.clock() - self._since >= min(CAUGHT_UP_LINGER_S, self.cfg.flush_interval_s)
 
     def time_to_due(self) -> float | None:
         """Seconds until the buffer must be flushed by age; None when it is empty."""

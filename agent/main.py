@@ -458,14 +458,14 @@ class Agent:
     def _parse_journal(pipe: InputPipeline, doc: dict, ev: JournalEvent) -> None:
         """The input's parse applied to MESSAGE: the fields merged in (the journal's own win), a time
         the message carries becomes @timestamp, a failure flags parse_failure."""
-        p = pipe.parser(doc["message"], ev.realtime_us / 1e6)
-        if p.error is None:
+        log, event, top, ts, error = pipe.parser.parts(doc["message"], ev.realtime_us / 1e6)  # (objects, not JSON)
+        if error is None:
             pipe.parsed += 1
         else:
             pipe.failed += 1
             doc["log"].setdefault("flags", []).append("parse_failure")
-        if p.ts is not None:
-            doc["@timestamp"] = timestamp_json(p.ts).decode("ascii")
+        if ts is not None:
+            doc["@timestamp"] = timestamp_json(ts).decode("ascii")
 
         def merge(dst: dict, src: dict) -> None:
             for k, v in src.items():
@@ -474,9 +474,9 @@ class Agent:
                 elif isinstance(dst[k], dict) and isinstance(v, dict):
                     merge(dst[k], v)
 
-        for target, part in ((doc["log"], p.log_part), (doc["event"], p.event_part), (doc, p.top_part)):
+        for target, part in ((doc["log"], log), (doc["event"], event), (doc, top)):
             if part:
-                merge(target, json.loads(b"{" + part[1:] + b"}"))
+                merge(target, part)
 
     def _encoder(self, ev: Any) -> SourceEncoder:
         if len(self._encoders) >= 4096:

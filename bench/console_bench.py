@@ -260,8 +260,10 @@ def run_tail(stack: StackRef, work: Path, rate: int, seconds: float) -> dict:
             if not line:
                 break
             if line.startswith(b"data: "):
-                msg = json.loads(line[6:])["message"]
-                seen.setdefault(msg.split()[1], time.time())
+                # (the stream's own events, "started" and "problem", carry no line: only lines count)
+                hit = json.loads(line[6:])
+                if isinstance(hit, dict) and isinstance(hit.get("message"), str):
+                    seen.setdefault(hit["message"].split()[1], time.time())
         conn.close()
 
     th = threading.Thread(target=reader, daemon=True)

@@ -11,7 +11,6 @@ of the index equals the record count, i.e. until everything is searchable.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -31,6 +30,7 @@ from .common import (
     put_key,
     rss_mb,
     say,
+    thread_cpu,
 )
 
 BULK_DOCS = 5000  # the transfer's default bulk_max_docs
@@ -83,8 +83,11 @@ def wait_first(es: str, index: str, t0: float, *, timeout_s: float = 120, alive=
     return None
 
 
-def _after_first(docs: int, seconds: float, first: float | None) -> int | None:
-    return round(docs / (seconds - first)) if first is not None and seconds > first else None
+def _first_fields(docs: int, seconds: float, first: float | None) -> dict:
+    """``first_doc_s`` and ``docs_per_s_after_first`` of a run timed from process start."""
+    return {"first_doc_s": None if first is None else round(first, 2),
+            "docs_per_s_after_first": round(docs / (seconds - first)) if first is not None and seconds > first
+            else None}
 
 
 def _result(tool: str, docs: int, seconds: float, ok: bool, cpu: float | None, peak: float | None,
@@ -113,29 +116,24 @@ def es_jit_cpu(stack: StackRef) -> float | None:
     runs first looks like it costs ES twice the CPU per document.
     """
     pid = stack.pid("es1")
-    if not pid:
-        return None
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
     try:
-        tasks = os.listdir(f"/proc/{pid}/task")
+        return sum(cpu for name, cpu in thread_cpu(pid).items() if "Compiler" in name) if pid else None
     except OSError:
         return None
-    for t in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{t}/comm") as f:
-                if "Compiler" not in f.read():
-                    continue
-            with open(f"/proc/{pid}/task/{t}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(b - a, 1)
+
+
+def _es_sample(stack: StackRef) -> tuple[float | None, float | None]:
+    """ES's CPU seconds, all threads and JIT compiler threads, before or after a run."""
+    return _es_cpu(stack), es_jit_cpu(stack)
+
+
+def _es_spent(before: tuple[float | None, float | None], after: tuple[float | None, float | None]) -> dict:
+    """What a run cost ES: ``es_cpu`` (for :func:`_result`) and ``es_jit_cpu_s``."""
+    return {"es_cpu": _delta(before[0], after[0]), "es_jit_cpu_s": _delta(before[1], after[1])}
 
 
 def warm_up_es(stack: StackRef, values: list[bytes], *, rounds: int = 3, timeout_s: float = 300) -> list[dict]:
@@ -146,10 +144,9 @@ def warm_up_es(stack: StackRef, values: list[bytes], *, rounds: int = 3, timeout
     """
     out = []
     for _ in range(rounds):
-        j0 = es_jit_cpu(stack)
         res = run_direct_bulk(stack, values, threads=3, timeout_s=timeout_s)
         out.append(res)
-        jit = _delta(j0, es_jit_cpu(stack))
+        jit = res["es_jit_cpu_s"]
         say(f"ES warm-up: {jit} CPU-s of JIT compilation in this round")
         if jit is None or jit < 1.0:
             break
@@ -252,7 +249,7 @@ def run_logtransfer(stack: StackRef, work: Path, topic: str, docs: int, *, timeo
     index = f"bench-es-lt-{tag}"
     run = TransferRun(stack, work / f"transfer-{tag}", f"/bench-tr-{tag}", [topic], index, overrides, env)
     say(f"{label}: {docs:,} records from {topic} → index {index}")
-    es0, jit0 = _es_cpu(stack), es_jit_cpu(stack)
+    es0 = _es_sample(stack)
     t0 = time.monotonic()
     run.start()
     sampler = RssSampler(run.pid)
@@ -264,15 +261,13 @@ def run_logtransfer(stack: StackRef, work: Path, topic: str, docs: int, *, timeo
             cpu, peak = cpu_seconds(run.pid), rss_mb(run.pid, "VmHWM")
     finally:
         rs = sampler.stop()
-        es1, jit1 = _es_cpu(stack), es_jit_cpu(stack)
+        es1 = _es_sample(stack)
         run.stop()
     if not ok:
         say(f"{label} log tail:\n{run.log_tail()}")
     es_delete_index(stack.es, index)
-    res = _result(label, docs, t1 - t0, ok and n == docs, cpu, peak,
-                  None if es0 is None or es1 is None else es1 - es0, count=n, config=run.config,
-                  es_jit_cpu_s=_delta(jit0, jit1), first_doc_s=None if first is None else round(first, 2),
-                  docs_per_s_after_first=_after_first(docs, t1 - t0, first), **rs)
+    res = _result(label, docs, t1 - t0, ok and n == docs, cpu, peak, **_es_spent(es0, es1), count=n,
+                  config=run.config, **_first_fields(docs, t1 - t0, first), **rs)
     say(f"{label}: {res['docs_per_s'] or 0:,} docs/s ({res['docs_per_s_after_first'] or 0:,} after the first "
         f"document at {first or 0:.1f}s), cpu {cpu or 0:.1f}s, ES cpu {res['es_cpu_s']}s "
         f"(JIT {res['es_jit_cpu_s']}s) ({t1 - t0:.1f}s)")
@@ -315,7 +310,7 @@ def run_rsyslog_es(stack: StackRef, work: Path, topic: str, docs: int, *, timeou
     if check.returncode != 0:
         raise RuntimeError(f"rsyslog refuses its config: {check.stderr or check.stdout}")
     say(f"rsyslog imkafka→omelasticsearch: {docs:,} records → index {index}")
-    es0, jit0 = _es_cpu(stack), es_jit_cpu(stack)
+    es0 = _es_sample(stack)
     t0 = time.monotonic()
     log = open(home / "rsyslogd.log", "wb")  # noqa: SIM115 (closed in finally, after the daemon)
     proc = subprocess.Popen(["/usr/sbin/rsyslogd", "-n", "-f", str(conf), "-i", str(home / "rsyslogd.pid")],
@@ -330,7 +325,7 @@ def run_rsyslog_es(stack: StackRef, work: Path, topic: str, docs: int, *, timeou
             cpu, peak = cpu_seconds(proc.pid), rss_mb(proc.pid, "VmHWM")
     finally:
         rs = sampler.stop()
-        es1, jit1 = _es_cpu(stack), es_jit_cpu(stack)
+        es1 = _es_sample(stack)
         proc.terminate()
         try:
             proc.wait(30)
@@ -341,10 +336,8 @@ def run_rsyslog_es(stack: StackRef, work: Path, topic: str, docs: int, *, timeou
     if not ok:
         say("rsyslogd log tail:\n" + "\n".join((home / "rsyslogd.log").read_text(errors="replace").splitlines()[-20:]))
     es_delete_index(stack.es, index)
-    res = _result("rsyslog", docs, t1 - t0, ok and n == docs, cpu, peak,
-                  None if es0 is None or es1 is None else es1 - es0, count=n,
-                  es_jit_cpu_s=_delta(jit0, jit1), first_doc_s=None if first is None else round(first, 2),
-                  docs_per_s_after_first=_after_first(docs, t1 - t0, first), **rs)
+    res = _result("rsyslog", docs, t1 - t0, ok and n == docs, cpu, peak, **_es_spent(es0, es1), count=n,
+                  **_first_fields(docs, t1 - t0, first), **rs)
     say(f"rsyslog-es: {res['docs_per_s'] or 0:,} docs/s, cpu {cpu or 0:.1f}s ({t1 - t0:.1f}s)")
     return res
 
@@ -366,16 +359,14 @@ def run_direct_bulk(stack: StackRef, values: list[bytes], *, threads: int = 3, t
         bodies.append(b"".join(parts))
     say(f"direct bulk: {len(values):,} docs in {len(bodies)} bulks of {BULK_DOCS}, {threads} threads → {index}")
     todo = list(reversed(bodies))
-    es0, jit0 = _es_cpu(stack), es_jit_cpu(stack)
+    es0 = _es_sample(stack)
     t0 = time.monotonic()
     errors = post_bulks(stack.es, lambda: todo.pop() if todo else None, threads)
     t_posted = time.monotonic()
     ok, t1, n = wait_count(stack.es, index, len(values), timeout_s=timeout_s, what="direct bulk", interval=0.1)
-    es1, jit1 = _es_cpu(stack), es_jit_cpu(stack)
+    es1 = _es_sample(stack)
     es_delete_index(stack.es, index)
-    res = _result("direct bulk", len(values), t1 - t0, ok and not errors, None, None,
-                  None if es0 is None or es1 is None else es1 - es0, count=n, threads=threads,
-                  es_jit_cpu_s=_delta(jit0, jit1),
-                  posted_s=round(t_posted - t0, 2), errors=errors[:3])
+    res = _result("direct bulk", len(values), t1 - t0, ok and not errors, None, None, **_es_spent(es0, es1),
+                  count=n, threads=threads, posted_s=round(t_posted - t0, 2), errors=errors[:3])
     say(f"direct bulk: {res['docs_per_s'] or 0:,} docs/s ({t1 - t0:.1f}s; all posted after {t_posted - t0:.1f}s)")
     return res

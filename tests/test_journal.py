@@ -128,6 +128,15 @@ def _lines(*entries: dict) -> bytes:
     return b"".join(json.dumps(e).encode() + b"\n" for e in entries)
 
 
+
+def _fake_journalctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, calls: Path, cases: str) -> None:
+    """A real child standing in for journalctl: it appends its arguments to ``calls`` and answers
+    per ``cases`` (the arms of a shell ``case`` over its arguments)."""
+    fake = tmp_path / "journalctl"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase " $* " in{cases}\nesac\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(journal_mod, "JOURNALCTL", str(fake))
+
 def test_cursor_moves_only_past_entries_acknowledged_with_all_before_them(tmp_path: Path) -> None:
     inp, reg = _input(tmp_path)
     out: list = []
@@ -184,16 +193,9 @@ def test_a_resume_catches_up_without_follow_then_follows(tmp_path: Path, monkeyp
     catch_up.write_bytes(_lines(entry(5), entry(6), entry(7)))
     follow = tmp_path / "follow.jsonl"
     follow.write_bytes(_lines(entry(100)))  # the current boot's first entry, not entry 7
-    fake = tmp_path / "journalctl"
-    fake.write_text(f"""#!/bin/sh
-echo "$*" >> {calls}
-case " $* " in
+    _fake_journalctl(tmp_path, monkeypatch, calls, f"""
   *" --follow "*) cat {follow}; exec sleep 30;;
-  *) cat {catch_up};;
-esac
-""")
-    fake.chmod(0o755)
-    monkeypatch.setattr(journal_mod, "JOURNALCTL", str(fake))
+  *) cat {catch_up};;""")
     inp, reg = _input(tmp_path)
     reg.set_journal_cursor(inp.id, cur(5), 1_700_000_000_000_005)
     inp = JournalInput(inp.spec, reg)
@@ -219,16 +221,9 @@ def test_a_silent_follower_is_checked_backing_off_and_restarted_when_behind(
     calls = tmp_path / "calls"
     newest = tmp_path / "newest.jsonl"
     newest.write_bytes(_lines(entry(7)))  # the journal's newest matching entry: the one read last
-    fake = tmp_path / "journalctl"
-    fake.write_text(f"""#!/bin/sh
-echo "$*" >> {calls}
-case " $* " in
+    _fake_journalctl(tmp_path, monkeypatch, calls, f"""
   *" --lines=1 "*) cat {newest};;
-  *" --follow "*) exec sleep 30;;
-esac
-""")
-    fake.chmod(0o755)
-    monkeypatch.setattr(journal_mod, "JOURNALCTL", str(fake))
+  *" --follow "*) exec sleep 30;;""")
     now = [1000.0]
     inp, reg = _input(tmp_path)
     reg.set_journal_cursor(inp.id, cur(7), 1_700_000_000_000_007)

@@ -374,41 +374,27 @@ def test_model_found_a_file_rewritten_to_the_size_already_read_is_read_again(tmp
     assert msgs(collect(tm)) == ["L000005 x", "L000006 x"]
 
 
-def test_model_found_a_file_short_again_after_a_truncate_gets_its_own_ids(tmp_path: Path, logs: Path) -> None:
-    """Found by tests/test_tracker_model.py (shrunk): a short file read (source ``ino:…``), grown
-    past the fingerprint (identity ``fp:…``, source kept), truncated and written short again,
-    the agent killed before it noticed. At restart the short file is ``ino:…`` again, a new
-    registry entry: it must not take the source the first entry still holds."""
+@pytest.mark.parametrize("noticed_first", [False, True], ids=["grown", "truncated-and-noticed"])
+def test_model_found_a_file_short_again_after_a_truncate_gets_its_own_ids(tmp_path: Path, logs: Path,
+                                                                          noticed_first: bool) -> None:
+    """Found by tests/test_tracker_model.py (shrunk, twice): a short file read (source ``ino:…``),
+    then past the fingerprint (identity ``fp:…``) — grown in place (the source kept), or truncated
+    and rewritten long while the agent runs (it notices: source ``fp:…#r1``, ``ino:…`` freed) —
+    then truncated and written short again, the agent killed before it noticed. At restart the
+    short file is ``ino:…`` again: it must take its inode's entry, not a fresh one whose source is
+    ``ino:…``, the event ids its first line was sent with."""
     log = logs / "c.log"
     write(log, "L000001 x\n")
     tm, _ = manager(tmp_path, [spec(log, start_at="beginning")])
     (first,) = collect(tm, ack=False)
-    write(log, "z" * 2000 + "\n")
+    if noticed_first:
+        time.sleep(0.02)
+        os.truncate(log, 0)
+        write(log, "L000002 " + "z" * 2000 + "\n")
+    else:
+        write(log, "z" * 2000 + "\n")
     collect(tm, ack=False)
-    os.truncate(log, 0)
-    write(log, "L000003 x\n")
-    tm.close()  # killed before its next poll
-    tm2, _ = manager(tmp_path, [spec(log, start_at="beginning")])
-    (again,) = collect(tm2)
-    assert again.message == "L000003 x" and again.offset == first.offset == 0
-    assert again.source_id != first.source_id
-
-
-def test_model_found_a_file_truncated_twice_short_again_gets_its_own_ids(tmp_path: Path, logs: Path) -> None:
-    """Found by tests/test_tracker_model.py (shrunk): as above, but the first truncation is
-    noticed while the agent runs (the entry, now ``fp:…``, resets its source to ``fp:…#r1`` and
-    frees ``ino:…``); the second happens while it is down. At restart the short file must take
-    the ``fp:`` entry of its inode (reset again), not a fresh entry whose source is ``ino:…``,
-    the event ids its first line was sent with."""
-    log = logs / "c.log"
-    write(log, "L000001 x\n")
-    tm, _ = manager(tmp_path, [spec(log, start_at="beginning")])
-    (first,) = collect(tm, ack=False)
-    time.sleep(0.02)
-    os.truncate(log, 0)
-    write(log, "L000002 " + "z" * 2000 + "\n")
-    collect(tm, ack=False)
-    assert tm.counters["truncations"] == 1
+    assert tm.counters["truncations"] == (1 if noticed_first else 0)
     os.truncate(log, 0)
     write(log, "L000003 x\n")
     tm.close()  # killed before its next poll

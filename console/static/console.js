@@ -566,7 +566,7 @@ const hostsPage = {
         el("td", {}, h.hostname || ""), el("td", {}, h.version || ""),
         el("td", {}, h.inputs === null ? "-" : String(h.inputs)),
         el("td", {}, h.config_state), el("td", {}, String((h.files || []).length)),
-        el("td", {}, h.lag_bytes === null ? "-" : fmtBytes(h.lag_bytes)),
+        el("td", {}, fmtBytes(h.lag_bytes)),
         el("td", { class: "ts", title: "its newest line in Elasticsearch" }, (h.last_line || "").replace("T", " ").replace(/\.\d+Z$/, "")),
         el("td", { class: "err" }, h.last_error || "")));
     }

@@ -233,7 +233,8 @@ def _host_row(h: HostView) -> dict[str, Any]:
     row |= {"config_state": config_state(h), "files": files, "files_lost": st.get("files_lost") or [],
             "updated_at": st.get("updated_at"), "started_at": st.get("started_at"),
             "kafka": st.get("kafka") or {}, "disk": st.get("disk") or {}, "last_error": last_error(h),
-            "counters": st.get("counters") or {}}
+            "counters": st.get("counters") or {},
+            "journals": st.get("journals") if isinstance(st.get("journals"), list) else []}
     return row
 
 

@@ -27,6 +27,7 @@ from integration.agents import agent_ini, agent_process, stop_showing_logs, wait
 from integration.harness import Daemon
 from integration.journald import Journald, unavailable
 from integration.test_agent import prefix, set_list, status  # noqa: F401
+from integration.test_console import CHROMIUM, browser, shot, start_console, stop_consoles, text_of, until  # noqa: F401
 from integration.test_transfer import (  # noqa: F401
     free_port,
     index_pattern,
@@ -246,7 +247,8 @@ def test_unit_and_identifier_filters_collect_only_their_entries(stack, es, etcd,
 # ------------------------------------------------------------------------------------------ 3
 def test_vacuum_while_agent_down_is_a_reported_gap(stack, es, etcd, prefix, unique, jagents,  # noqa: F811
                                                    journald, transfers, topic_factory, index_pattern,  # noqa: F811
-                                                   indices) -> None:  # noqa: F811
+                                                   indices, tmp_path: Path,  # noqa: F811
+                                                   request: pytest.FixtureRequest) -> None:
     ip = "10.216.0.3"
     topic, dlq = topic_factory("jgap", 1), topic_factory("jgap-dlq", 1)
     put_config(etcd, prefix, transfer_config([topic], index_pattern, dlq))
@@ -286,4 +288,25 @@ def test_vacuum_while_agent_down_is_a_reported_gap(stack, es, etcd, prefix, uniq
     assert len(gap_lines) == 1 and gap["from"] in gap_lines[0] and gap["to"] in gap_lines[0], gap_lines
     m = scrape(metrics)
     assert [v for k, v in m.items() if k.startswith("logagent_journal_gaps_total")] == [1.0], m
-    print(f"gap reported: {gap}; {len(found)} documents (10 before, 7 after, 5 vacuumed unread)")
+    shown = console_host_page(request, stack, tmp_path, prefix, ip) if CHROMIUM else "(no chromium)"
+    if CHROMIUM:
+        assert ident in shown and gap["from"] in shown and gap["to"] in shown and "vacuumed" in shown, shown
+    print(f"gap reported: {gap}; {len(found)} documents (10 before, 7 after, 5 vacuumed unread); console: {shown}")
+
+
+def console_host_page(request: pytest.FixtureRequest, stack, tmp_path: Path, prefix: str, ip: str) -> str:  # noqa: F811
+    """The console's host page in chromium (integration/test_console.py's browser): the LOST line of its
+    agent panel, the journal table read; a screenshot in build/screenshots/console-journal-gap.png."""
+    url, d = start_console(tmp_path, ["", "[etcd]", f"endpoints = {','.join(stack.etcd_endpoints)}",
+                                      f"prefix = {prefix}", "", "[elasticsearch]", f"hosts = {stack.es_url}", ""])
+    drv = request.getfixturevalue("browser")
+    try:
+        drv.get(f"{url}/hosts/{ip}")
+        until(drv, lambda dr: "LOST journal:" in text_of(dr, "#agent"), "the journal gap on the host page")
+        table = text_of(drv, "#journals")
+        assert "reading" in table and " 7 7 0 " in table, table  # read, acked, dropped since this start: the 7 after
+        assert "journal:" not in text_of(drv, "#files"), "a journal input in the files table"
+        shot(drv, "console-journal-gap")
+        return next(ln for ln in text_of(drv, "#agent").splitlines() if ln.startswith("LOST journal:"))
+    finally:
+        stop_consoles([d])

@@ -130,3 +130,12 @@ def test_guard_holds_until_the_template_in_the_way_is_gone() -> None:
     es.indices.calls.clear()
     assert guard(["logs-app-2026.12.04", "logs-nginx.access-2026.12.04"]) is None
     assert es.indices.calls == []  # names found good are not asked about again
+
+
+def test_template_names_the_journal_fields() -> None:
+    """Version 4: ``systemd.unit`` is a keyword and ``journald`` an object in every index, even one
+    whose first document was a file line (no guess left to the dynamic rules)."""
+    props = template_body(["x-*"])["template"]["mappings"]["properties"]
+    assert props["systemd"]["properties"]["unit"]["type"] == "keyword"
+    assert props["journald"] == {"type": "object", "dynamic": True}
+    assert props["host"]["properties"]["ip"] == {"type": "ip"}

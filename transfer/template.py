@@ -27,7 +27,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from logferry.engine import template_settings
-from logferry.estemplates import PRIORITY, index_patterns, matching_templates, same_priority_overlaps, template_name
+from logferry.estemplates import (
+    JOURNAL_PROPERTIES,
+    PRIORITY,
+    index_patterns,
+    matching_templates,
+    same_priority_overlaps,
+    template_name,
+)
 
 from .backoff import Backoff
 from .faults import FaultLog
@@ -40,7 +47,9 @@ log = logging.getLogger("logtransfer.template")
 
 #: Bump when the body below changes, so running clusters get the new one. 2: priority 150. 3: the
 #: parsed fields (docs/parsing.md) typed, and settings that keep one odd line from failing its document.
-TEMPLATE_VERSION = 3
+#: 4: the journal's fields (``systemd.unit`` keyword, ``journald.*`` strings) named, so an index
+#: whose first document is a file line still types them right.
+TEMPLATE_VERSION = 4
 
 #: Index settings (3): fields past the limit (JSON lines with new keys every time) are kept in
 #: ``_source``, unindexed, instead of refusing the document.
@@ -114,6 +123,7 @@ def template_body(patterns: list[str]) -> dict[str, Any]:
                     "agent": {"properties": {"type": keyword, "version": keyword}},
                     "fields": {"type": "object"},
                     **parsed_properties(keyword),
+                    **JOURNAL_PROPERTIES,
                 },
             },
             "settings": SETTINGS,

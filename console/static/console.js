@@ -636,7 +636,18 @@ const hostPage = {
       ` · ${data.hostname || ""} · version ${data.version || "-"} · config ${data.config_state}`));
     if (data.last_error) panel.append(el("div", { class: "err" }, "last error: " + data.last_error));
     for (const lost of data.files_lost || []) panel.append(el("div", { class: "err" }, `LOST ${lost.path}: ${fmtBytes(lost.bytes)} never read (${lost.reason})`));
-    for (const f of data.files || []) {
+    const journals = data.journals || [];
+    const jbody = $("#journals tbody"); jbody.replaceChildren();
+    $("#journal-part").hidden = journals.length === 0;
+    for (const j of journals) {
+      // A gap: entries vacuumed or rotated out of the journal before the agent read them (as logctl status says).
+      if (j.gap) panel.append(el("div", { class: "err" }, `LOST ${j.input}: journal entries from ${j.gap.from} to ${j.gap.to} were gone (vacuumed or rotated away) before they were read; found ${j.gap.detected_at}`));
+      jbody.append(el("tr", {}, el("td", {}, j.input || ""), el("td", {}, j.topic || ""),
+        el("td", { class: j.running ? "" : "err" }, j.running ? "reading" : "not reading" + (j.error ? ": " + j.error : "")),
+        el("td", {}, fmtCount(j.entries_read)), el("td", {}, fmtCount(j.entries_acked)), el("td", {}, fmtCount(j.entries_dropped)),
+        el("td", {}, j.acked_time || "-")));
+    }
+    for (const f of (data.files || []).filter((x) => !x.journal)) {  // journal inputs: their own table above
       body.append(el("tr", {}, el("td", {}, f.path || ""), el("td", {}, f.input || ""), el("td", {}, fmtBytes(f.offset)),
         el("td", {}, fmtBytes(f.size)), el("td", {}, fmtBytes(f.lag_bytes)), el("td", { class: f.error ? "err" : "" }, f.error || (f.open ? "open" : "closed"))));
     }

@@ -19,6 +19,7 @@ Delivery is as for files, with the entry's cursor as the offset:
 - Memory is bounded: the pipe is read only while the caller has room (``budget``), journalctl blocks
   on a full pipe and the entries wait in the journal; a partial line longer than
   :data:`MAX_LINE_BYTES` is dropped, counted and logged.
+- journalctl dies with the agent (``setpriv --pdeathsig`` where it works: :func:`die_with_agent`).
 - journalctl is always started at a cursor, even on an input's first start (then the cursor of the
   journal's last entry, or its first for ``start_at: beginning``, read unfiltered): systemd 252's
   ``journalctl --follow`` with matches (``-u``, ``-t``, ``-p``, ``FIELD=value``) silently misses the
@@ -46,6 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import time
 from collections import deque
@@ -61,6 +63,30 @@ log = logging.getLogger("logagent.journal")
 
 #: the journalctl binary (the environment may name another, e.g. for a test)
 JOURNALCTL = os.environ.get("LOGFERRY_JOURNALCTL", "journalctl")
+#: journalctl is started through util-linux's ``setpriv --pdeathsig TERM``: the kernel ends it when
+#: the agent dies, even by kill -9 outside systemd. Without it, an orphaned ``journalctl --follow``
+#: lived until it next had an entry to print. setpriv also calls ``capset``, which a seccomp filter
+#: may refuse (logagent.service's ``SystemCallFilter=~@privileged`` does, and there the unit's
+#: cgroup is cleaned anyway): :func:`die_with_agent` tries it once and uses it only if it works.
+SETPRIV = shutil.which("setpriv")
+_setpriv_works: bool | None = None
+
+
+def die_with_agent() -> list[str]:
+    """The prefix that makes a child die with the agent (``setpriv --pdeathsig TERM --``), or none
+    where setpriv is missing or refused here; tried once per process (about 2 ms)."""
+    global _setpriv_works
+    if SETPRIV is None:
+        return []
+    if _setpriv_works is None:
+        try:
+            _setpriv_works = subprocess.run([SETPRIV, "--pdeathsig", "TERM", "--", "true"], timeout=10,
+                                            stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            _setpriv_works = False
+        if not _setpriv_works:
+            log.info("journal: setpriv --pdeathsig does not work here; journalctl is started without it")
+    return [SETPRIV, "--pdeathsig", "TERM", "--"] if _setpriv_works else []
 #: a journalctl JSON line longer than this is dropped (journald's own entries are far smaller)
 MAX_LINE_BYTES = 64 << 20
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
@@ -208,9 +234,12 @@ class JournalInput:
         if follow and cursor and how != "from":
             how = "caughtup"  # the catch-up read up to here: another first entry is newer, not a gap
         cmd = journalctl_command(self.spec, cursor, self.start_at, follow=follow)
+        exe = shutil.which(cmd[0])
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, close_fds=True)
+            if exe is None:
+                raise FileNotFoundError(f"not found on PATH={os.environ.get('PATH', '')}")
+            self.proc = subprocess.Popen([*die_with_agent(), exe, *cmd[1:]], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True)
         except OSError as e:
             self.proc = None
             self._failed(f"cannot start {cmd[0]}: {e} (install systemd's journalctl, or set "

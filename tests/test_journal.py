@@ -6,6 +6,9 @@ The reading against a real journald is integration/test_journal.py.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -363,3 +366,61 @@ def test_logctl_status_shows_journal_inputs_and_their_gap() -> None:
     assert "journalctl restarts 2" in lines[0]
     assert lines[1].startswith("  LOST      journal:*: entries from 2026-12-04T09:00:00.000Z to "
                                "2026-12-04T09:30:00.000Z")
+
+
+@pytest.mark.skipif(journal_mod.SETPRIV is None, reason="util-linux setpriv not installed")
+def test_journalctl_dies_with_a_killed_agent(tmp_path: Path) -> None:
+    """kill -9 of the agent process: its journalctl (here a real child standing in, waiting forever
+    like ``journalctl --follow`` with nothing to print) is ended by the kernel, not orphaned."""
+    pidfile = tmp_path / "journalctl.pid"
+    fake = tmp_path / "journalctl"
+    fake.write_text(f'#!/bin/sh\ncase " $* " in *" --follow "*) echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}\n'
+                    '  exec sleep 600;;\nesac\n')  # the start position query: an empty journal
+    fake.chmod(0o755)
+    code = ("import json, sys, time\nfrom pathlib import Path\nfrom agent.journal import JournalInput\n"
+            "from agent.registry import Registry\nfrom logferry.schema import parse_collect_list\n"
+            f"reg = Registry(Path({str(tmp_path)!r}) / 'r.json'); reg.load()\n"
+            "spec = parse_collect_list(json.dumps([{'journal': {}, 'topic': 't'}]))[0]\n"
+            "JournalInput(spec, reg).start(follow=True)\ntime.sleep(600)\n")
+    agent = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "LOGFERRY_JOURNALCTL": str(fake)},
+                             cwd=Path(__file__).resolve().parent.parent)
+    try:
+        deadline = time.monotonic() + 30
+        while not pidfile.exists():
+            assert agent.poll() is None and time.monotonic() < deadline, "the stand-in journalctl never started"
+            time.sleep(0.05)
+        pid = int(pidfile.read_text())
+
+        def alive() -> bool:
+            try:  # an orphan nobody reaps stays a zombie: that is dead too
+                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            except FileNotFoundError:
+                return False
+        assert alive()
+    finally:
+        agent.kill()
+        agent.wait(10)
+    deadline = time.monotonic() + 10
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(), f"journalctl {pid} outlived the agent killed with SIGKILL"
+
+
+def test_journalctl_started_without_setpriv_where_it_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Under logagent.service's seccomp filter setpriv's capset fails: tried once, then journalctl runs
+    as it is (the unit's cgroup ends it with the agent) instead of never starting."""
+    refusing = tmp_path / "setpriv"
+    refusing.write_text("#!/bin/sh\necho 'setpriv: apply capabilities: Operation not permitted' >&2\nexit 127\n")
+    refusing.chmod(0o755)
+    monkeypatch.setattr(journal_mod, "SETPRIV", str(refusing))
+    monkeypatch.setattr(journal_mod, "_setpriv_works", None)
+    caplog.set_level("INFO", "logagent.journal")
+    calls = tmp_path / "calls"
+    _fake_journalctl(tmp_path, monkeypatch, calls, '\n  *" --follow "*) echo "{}";;')
+    inp, _ = _input(tmp_path)
+    inp.start(follow=True)
+    assert inp.proc is not None and inp.proc.wait(10) == 0
+    assert "--follow" in calls.read_text() and journal_mod._setpriv_works is False
+    assert journal_mod.die_with_agent() == [] and "does not work here" in caplog.text
+    inp.stop()

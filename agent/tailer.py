@@ -9,7 +9,8 @@ its own module:
   from an offset: lines or joined multiline events, a bounded number of bytes per call so the
   caller can apply backpressure, with truncation, deletion and rename detection.
 - :class:`TailManager`, here, runs the inputs: which file is which across scans, rotations and
-  restarts, opens and closes harvesters under a cap on open descriptors, reads round-robin,
+  restarts, opens and closes harvesters under a cap on open descriptors (a busy file keeps its
+  descriptor for a time slice, ``OPEN_SLICE_S``, before a waiting file takes it), reads round-robin,
   hands out :class:`Event` objects, and moves the registry offset only when
   :meth:`TailManager.ack` says Kafka has them. It is one idea (the file tracker, the part the
   model test in tests/test_tracker_model.py checks) and stays one module.
@@ -81,6 +82,13 @@ log = logging.getLogger("logagent.tailer")
 MIN_QUANTUM = 64 * 1024
 #: seconds between full scans (at least) while inotify watches every directory of the inputs
 SWEEP_S = 10.0
+#: With more files to read than ``max_open_files``, a file keeps its descriptor at least this
+#: long after it was opened while it keeps bringing lines, before a waiting file may take it:
+#: 1,000 busy files over 512 descriptors would otherwise close and reopen (fstat, fingerprint)
+#: half of them at every poll. A file read quiet (to its end, nothing new) gives its descriptor
+#: up at once. Waiting files are served first come, first served: a file waits at most about
+#: (files waiting / max_open_files) slices, never for ever.
+OPEN_SLICE_S = 1.0
 
 _tuple_new = tuple.__new__  # builds the Event named tuple without its Python-level __new__
 
@@ -188,6 +196,7 @@ class _File:
     routes: set[str] = field(default_factory=set)
     wants_read: bool = True
     waiting_since: float = 0.0
+    opened_at: float = float("-inf")  # when _open_waiting last gave it a descriptor (its slice starts)
     closed_size: int = -1
     closed_mtime: int = -1
     head_checked: tuple[int, int] = (-1, -1)
@@ -244,12 +253,15 @@ class TailManager:
         max_open_files: int = 256,
         fingerprint_bytes: int = FINGERPRINT_BYTES,
         min_rescan_interval_s: float = 0.1,
+        open_slice_s: float = OPEN_SLICE_S,
     ) -> None:
         self.registry = registry
         self.scan_interval_s = scan_interval_s
         self.close_inactive_s = close_inactive_s
         self.partial_flush_s = partial_flush_s
         self.max_open_files = max(1, max_open_files)
+        self.open_slice_s = max(0.0, open_slice_s)
+        self._slice_wake = float("inf")  # a file waits for a descriptor until an open one's slice ends
         self.fingerprint_bytes = fingerprint_bytes
         self.min_rescan_interval_s = min_rescan_interval_s
         self._scan_errors: list[ScanError] = []
@@ -445,7 +457,7 @@ class TailManager:
         if self._more:
             return True
         now = time.monotonic()
-        deadline = min(now + max(0.0, timeout_s), self._next_scan)
+        deadline = min(now + max(0.0, timeout_s), self._next_scan, self._slice_wake)
         paused = self.paused
         for f in self._files.values():
             if paused and f.source in paused:
@@ -488,7 +500,7 @@ class TailManager:
 
     @property
     def open_files(self) -> int:
-        return sum(1 for f in self._files.values() if f.harv.is_open)
+        return sum(1 for f in self._files.values() if f.harv.fd is not None)
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         """Per input: its files with path, identity, read/acked offsets, size, open or not."""
@@ -889,10 +901,11 @@ class TailManager:
     # --- opening, reading, closing ----------------------------------------------------------
 
     def _open_waiting(self, now: float) -> None:
+        self._slice_wake = float("inf")
         waiting = []
         for f in self._files.values():
             h = f.harv
-            if h.is_open or h.finished or f.input is None or not self._may_read(f):
+            if h.fd is not None or h.finished or f.input is None or not self._may_read(f):  # (fd: is_open)
                 continue
             if not f.wants_read and h.holds_unflushed:
                 due = h.flush_deadline()
@@ -904,14 +917,25 @@ class TailManager:
         if not waiting:
             return
         waiting.sort(key=lambda f: f.waiting_since)
-        open_files = [f for f in self._files.values() if f.harv.is_open]
+        open_files = [f for f in self._files.values() if f.harv.fd is not None]
         free = self.max_open_files - len(open_files)
+        slice_wake = float("inf")
         if free < len(waiting):
-            idle = [f for f in open_files if f.harv.at_eof and not f.harv.draining]
+            idle = []
+            notified = self._all_watched
+            for f in open_files:
+                h = f.harv
+                if not h.at_eof or h.draining:
+                    continue
+                if self._holds_slice(f, now, notified):
+                    slice_wake = min(slice_wake, f.opened_at + self.open_slice_s)
+                else:
+                    idle.append(f)
             idle.sort(key=lambda f: (f.harv.poked, f.harv.last_data_at))  # (poked: has lines to read)
             for f in idle[: len(waiting) - free]:
-                self._close(f)
+                self._close(f, now)
                 free += 1
+        opened_before = self.counters["files_opened"]
         for f in waiting[: max(0, free)]:
             before = f.harv.identity or ""
             try:
@@ -930,9 +954,29 @@ class TailManager:
                     self._read_error(f, e)
                 continue
             self.counters["files_opened"] += 1
+            f.opened_at = now
             f.wants_read = False
             self._after_identity_change(f, before)
-        self._more = len(waiting) > free
+        # Files left waiting only because the open ones are within their slice: no busy loop,
+        # wait() wakes when the first slice ends.
+        left = len(waiting) > free
+        if left and self.counters["files_opened"] > opened_before:
+            slice_wake = min(slice_wake, now + self.open_slice_s)  # (the ones just opened)
+        self._slice_wake = slice_wake if left else float("inf")
+        self._more = left and slice_wake == float("inf")
+
+    def _holds_slice(self, f: _File, now: float, notified: bool) -> bool:
+        """Does the open file ``f`` (read to its end) keep its descriptor against a waiting file?
+
+        Yes within :data:`OPEN_SLICE_S` of its opening while it is busy: it brought new bytes
+        since it was opened and was not read quiet since (its last read found nothing new; with
+        inotify, no event named it since either). Otherwise it gives its descriptor up.
+        """
+        h = f.harv
+        if now - f.opened_at >= self.open_slice_s or h.last_data_at < f.opened_at:
+            return False
+        quiet = h.last_read_bytes == 0 and (not notified or not h.poked)
+        return not quiet
 
     def _may_read(self, f: _File) -> bool:
         a = f.after
@@ -948,7 +992,8 @@ class TailManager:
         paused = self.paused
         notified = self._all_watched  # inotify names the files that changed: read only those
         active = [f for f in self._files.values()
-                  if f.harv.is_open and f.harv.due(now, notified) and f.input is not None and self._may_read(f)
+                  if f.harv.fd is not None and f.harv.due(now, notified) and f.input is not None
+                  and self._may_read(f)
                   and f.source not in paused]
         n = self.files_read = len(active)
         if not n:
@@ -1003,7 +1048,11 @@ class TailManager:
         elif h.identity != old:
             self._after_identity_change(f, old)
         if h.last_read_bytes:
-            self.registry.update(h.identity or "", size_seen=h.size, head_len=h.head_len, head=h.head)
+            ident = h.identity or ""
+            if is_ino(ident):  # (an fp: file's head is its identity: it does not change)
+                self.registry.update(ident, size_seen=h.size, head_len=h.head_len, head=h.head)
+            else:
+                self.registry.update(ident, size_seen=h.size)
         if h.finished:
             self._finished_some = True
             self._drop(f)
@@ -1011,7 +1060,7 @@ class TailManager:
     def _flush_and_close(self, now: float, events: list[Event]) -> None:
         for f in list(self._files.values()):
             h = f.harv
-            if not h.is_open or f.input is None:
+            if h.fd is None or f.input is None:
                 continue
             recs = h.flush(now)
             if recs:
@@ -1022,13 +1071,13 @@ class TailManager:
                     self._emit(f, h.identity or "", recs, events)
                 self._close(f)
 
-    def _close(self, f: _File) -> None:
+    def _close(self, f: _File, now: float | None = None) -> None:
         h = f.harv
         f.closed_size, f.closed_mtime = h.size, h.mtime_ns
         if h.poked and not f.wants_read and not h.finished:
             # inotify named it since its last read: that event is spent, so reopen it for the read
             f.wants_read = True
-            f.waiting_since = time.monotonic()
+            f.waiting_since = time.monotonic() if now is None else now
         h.close()
 
     def _emit(self, f: _File, ident: str, recs: list[Record], events: list[Event]) -> None:
@@ -1240,6 +1289,8 @@ class TailManager:
     def _on_inotify(self, evs: list[Any]) -> None:
         now = time.monotonic()
         rescan = False
+        prefixes: dict[int, str] = {}  # wd -> its directory with a trailing separator (no join per event)
+        by_path = self._by_path
         for ev in evs:
             if ev.mask & self._dir_events:
                 rescan = True
@@ -1248,11 +1299,16 @@ class TailManager:
                     if d is not None:
                         self._watches.pop(d, None)
                 continue
-            d = self._wd_dirs.get(ev.wd)
-            if d is None or not ev.name:
+            if not ev.name:
                 continue
-            f = self._by_path.get(os.path.join(d, ev.name))
-            if f is not None and f.harv.is_open:
+            d = prefixes.get(ev.wd)
+            if d is None:
+                d = self._wd_dirs.get(ev.wd)
+                if d is None:
+                    continue
+                d = prefixes[ev.wd] = os.path.join(d, "")
+            f = by_path.get(d + ev.name)
+            if f is not None and f.harv.fd is not None:
                 f.harv.poke()
             elif f is not None and not f.wants_read:
                 f.wants_read = True

@@ -639,7 +639,11 @@ def test_close_inactive_then_reopen_on_growth(tmp_path: Path, logs: Path) -> Non
 def test_1200_files_with_100_open_at_most(tmp_path: Path, logs: Path) -> None:
     for i in range(1200):
         write(logs / f"f{i:04d}.log", "".join(f"{i}-{j}\n" for j in range(5)))
-    tm, _ = manager(tmp_path, [spec(logs / "*.log", start_at="beginning")], max_open_files=100)
+    # inotify on, as in the agent: a file read to its end keeps its descriptor for its slice
+    # (no event says it is quiet), so the waiting files are served a slice later, not at the
+    # next poll; wait() sleeps until then instead of spinning.
+    tm, _ = manager(tmp_path, [spec(logs / "*.log", start_at="beginning")], max_open_files=100,
+                    use_inotify=True, open_slice_s=0.05)
     def fds() -> int:
         # Descriptors on the test's own files only: other threads of this process (a librdkafka
         # client left by an earlier test reconnecting, say) open and close sockets meanwhile.
@@ -652,20 +656,73 @@ def test_1200_files_with_100_open_at_most(tmp_path: Path, logs: Path) -> None:
     baseline = fds()
     got: list[Event] = []
     most_open = most_fds = 0
-    for _ in range(200):
+    deadline = time.monotonic() + 60  # 12 slices of 0.05 s are needed; the deadline is for a hang
+    while len(got) < 6000 and time.monotonic() < deadline:
         evs = tm.poll()
         for e in evs:
             tm.ack(e.identity, e.next_offset)
         got += evs
         most_open, most_fds = max(most_open, tm.open_files), max(most_fds, fds() - baseline)
-        if len(got) >= 6000:
-            break
+        tm.wait(1.0)
     assert most_open <= 100 and 0 < most_fds <= 100  # (0 <: the count sees the tailer's files)
     assert len(got) == 6000 and len({(e.path, e.offset) for e in got}) == 6000
+    assert tm.counters["files_opened"] == 1200  # each file opened once: none lost its slot unread
     for i in range(0, 1200, 7):  # later growth reaches closed files too
         write(logs / f"f{i:04d}.log", "more\n")
-    more = collect(tm)
+    more: list[Event] = []
+    deadline = time.monotonic() + 60
+    while len(more) < len(range(0, 1200, 7)) and time.monotonic() < deadline:
+        more += tm.poll()
+        tm.wait(1.0)
     assert len(more) == len(range(0, 1200, 7)) and set(msgs(more)) == {"more"}
+    tm.close()
+
+
+def test_busy_files_keep_their_descriptor_for_a_slice_and_none_starves(tmp_path: Path, logs: Path) -> None:
+    """30 files written before every poll, 10 descriptors, a slice of 1 s (the manager's clock).
+
+    Without the slice every poll closes the files read to their end to open the waiting ones
+    (an open, fstat and fingerprint per file per poll); with it an open file is closed only
+    once its slice is over, and a waiting file gets a descriptor within two slices (20 files
+    wait for 10 descriptors) of its turn: first come, first served.
+    """
+    n, cap, step, slice_s = 30, 10, 0.1, 1.0
+    paths = [logs / f"b{i:02d}.log" for i in range(n)]
+    for p in paths:
+        write(p, "start\n")
+    tm, _ = manager(tmp_path, [spec(logs / "*.log", start_at="beginning")], max_open_files=cap,
+                    open_slice_s=slice_s)
+    t0 = time.monotonic()
+    got: list[Event] = []
+    opened: dict[str, float] = {}  # path -> poll time it was seen opened
+    closed: dict[str, float] = {p.name: t0 for p in paths}  # path -> poll time since when it waits
+    held: list[float] = []
+    waited: list[float] = []
+    written = n
+    for k in range(120):
+        now = t0 + k * step
+        for p in paths:
+            write(p, f"{p.name}-{k}\n")
+        written += n
+        got += tm.poll(now=now)
+        assert tm.open_files <= cap
+        is_open = {f.harv.path.rsplit("/", 1)[1] for f in tm._files.values() if f.harv.is_open}
+        for name in list(closed):
+            if name in is_open:
+                waited.append(now - closed.pop(name))
+                opened[name] = now
+        for name in list(opened):
+            if name not in is_open:
+                held.append(now - opened.pop(name))
+                closed[name] = now
+        assert k == 0 or not tm.busy  # waiting for a slice to end is no reason to spin
+    assert held and min(held) >= slice_s - 1e-9  # no busy file lost its descriptor within its slice
+    assert waited and max(waited) <= 2 * slice_s + step + 1e-9  # and no file waited past its turn
+    assert max(now - since for since in closed.values()) <= 2 * slice_s + step + 1e-9
+    assert tm.counters["files_opened"] <= n + (120 * step / slice_s) * cap  # ~10 opens a slice
+    for k in range(40):  # writing stopped: everything is read, once
+        got += tm.poll(now=t0 + (120 + k) * step)
+    assert len(got) == written and len({(e.path, e.offset) for e in got}) == written
     tm.close()
 
 

@@ -237,21 +237,32 @@ def _access(pattern: re.Pattern[str], combined: bool, name: str) -> Callable[[st
     ``json.dumps`` uses, numbers as digits): a line costs one regex match and one join, about a
     third of building dicts and encoding them."""
     match = pattern.match
-    usual = _CLF_USUAL.fullmatch if combined else None
+    fullmatch = _CLF_USUAL.fullmatch
+    new = _new_tuple
+
+    def usual(text: str) -> Parsed | None:
+        # The usual line: printable ASCII, nothing to escape, no field "-" but the user's; exactly
+        # the line the general path below writes with its one format. None for any other line.
+        u = fullmatch(text)
+        if u is None:
+            return None
+        addr, when, method, url, version, status, nbytes, referrer, agent = u.groups()
+        ip = f',"ip":"{addr}"' if _is_ip(addr) else ""
+        if status[0] == "0":  # (digits as JSON writes the number: no leading zero)
+            status = str(int(status))
+        if nbytes[0] == "0" and len(nbytes) > 1:
+            nbytes = str(int(nbytes))
+        return new(Parsed, (b"", b"", (
+            f',"http":{{"request":{{"method":"{method}","referrer":"{referrer}"}},"version":"{version}",'
+            f'"response":{{"status_code":{status},"body":{{"bytes":{nbytes}}}}}}},'
+            f'"source":{{"address":"{addr}"{ip}}},"url":{{"original":"{url}"}},'
+            f'"user_agent":{{"original":"{agent}"}}').encode(), _clf_time(when), None))
 
     def parse(text: str, read_ts: float) -> Parsed:
-        if usual is not None:
-            u = usual(text)
-            if u is not None:
-                # The usual line: printable ASCII, nothing to escape, no field "-" but the user's;
-                # exactly the line the general path below writes with its one format.
-                addr, when, method, url, version, status, nbytes, referrer, agent = u.groups()
-                ip = f',"ip":"{addr}"' if _is_ip(addr) else ""
-                return Parsed(b"", b"", (
-                    f',"http":{{"request":{{"method":"{method}","referrer":"{referrer}"}},"version":"{version}",'
-                    f'"response":{{"status_code":{int(status)},"body":{{"bytes":{int(nbytes)}}}}}}},'
-                    f'"source":{{"address":"{addr}"{ip}}},"url":{{"original":"{url}"}},'
-                    f'"user_agent":{{"original":"{agent}"}}').encode(), _clf_time(when), None)
+        if combined:
+            p = usual(text)
+            if p is not None:
+                return p
         m = match(text)
         if m is None:
             raise ParseFailure(f"line is not in the {name} log format")
@@ -296,6 +307,8 @@ def _access(pattern: re.Pattern[str], combined: bool, name: str) -> Callable[[st
                        "" if user == "-" else ',"user":{"name":' + _enc(user) + "}", url, ua))
         return Parsed(b"", b"", _utf8(top), ts, None)
 
+    if combined:
+        parse.usual = usual  # type: ignore[attr-defined]  # (LineParser.many: a run's usual lines)
     return parse
 
 
@@ -623,7 +636,61 @@ def _json_raw(spec: Parse) -> Callable[[str], tuple[dict[str, Any], bytes | None
             return slow(text)
         return obj, head + text.encode("utf-8") + tail
 
+    def run(texts: list[str]) -> list[bytes | None]:
+        # ``fast``'s shape check for a run of lines, its text scans done once per chunk of lines
+        # instead of once per line: the chunk joined by NUL (which no JSON text holds: orjson
+        # refuses it outside and inside strings, so it never joins two lines' characters into a
+        # '":' or ' :') has no backslash, '[', tab, LF, CR or ' :' exactly when none of its lines
+        # has; and since each line accepted here holds at least as many '":' and '{' as its shape
+        # has keys and objects (see ``fast``), the chunk's counts equal the sum of the shapes'
+        # exactly when every line's do. Per line only orjson's decoding and the shape lookup are
+        # left. A line this cannot decide (not JSON, a shape not seen yet or not fitting, a chunk
+        # with a backslash...) gives None: the caller runs ``fast`` on it, which decides as always.
+        # (The '{' count is what finds an object where the shape has a scalar: the shape lookup
+        # checks the objects it names, not that the other members are not objects.)
+        out: list[bytes | None] = []
+        append = out.append
+        for start in range(0, len(texts), _CHUNK):
+            chunk = texts[start:start + _CHUNK] if len(texts) > _CHUNK else texts
+            joined = "\x00".join(chunk)
+            if "\\" in joined or "[" in joined or "\t" in joined or "\n" in joined or "\r" in joined \
+                    or " :" in joined:
+                out += [None] * len(chunk)
+                continue
+            first = len(out)
+            keys = objects = 0  # what the accepted lines' shapes say
+            other_keys = other_objects = 0  # the counts in the lines left to ``fast``
+            for text in chunk:
+                try:
+                    obj = loads(text)
+                except ValueError:
+                    obj = None
+                shape = shapes.get(tuple(obj)) if type(obj) is dict else None
+                if shape is not None:
+                    for k, sub_keys, below in shape[0]:
+                        v = obj[k]
+                        if type(v) is not dict or tuple(v) != sub_keys or (below and not _has_nesting(v, below)):
+                            shape = None
+                            break
+                if shape is None:
+                    other_keys += text.count('":')
+                    other_objects += text.count("{")
+                    append(None)
+                    continue
+                keys += shape[2]
+                objects += shape[1]
+                append(head + text.encode("utf-8") + tail if tail else head + text.encode("utf-8"))
+            if joined.count('":') - other_keys != keys or joined.count("{") - other_objects != objects:
+                out[first:] = [None] * (len(out) - first)  # a key twice, an object the shape does not have
+        return out
+
+    fast.run = run  # type: ignore[attr-defined]
     return fast
+
+
+#: lines whose text scans the JSON run path does together (a line that sends its chunk the per-line
+#: way costs the chunk's other lines that path: small enough that a rare escape costs little)
+_CHUNK = 64
 
 
 _KV = re.compile(r'([^\s=]+)=(?:"((?:[^"\\]|\\.)*)"|(\S*))')
@@ -736,13 +803,14 @@ class LineParser:
     be read keeps its fields and its read time, with the error.
     """
 
-    __slots__ = ("_direct", "_fields", "_json", "_target", "_time", "format")
+    __slots__ = ("_direct", "_fields", "_json", "_target", "_time", "_usual", "format")
 
     def __init__(self, spec: Parse, timestamp: Timestamp | None = None) -> None:
         self.format = spec.format
         self._fields = parse_fields(spec)
         self._direct = spec.format in _DIRECT  # gives a Parsed itself (and takes no timestamp option)
         self._json = getattr(self._fields, "raw", None)  # json: may splice the line's own text
+        self._usual = getattr(self._fields, "usual", None)  # combined access logs: the usual line
         self._target = spec.target or ""
         self._time = _TimeReader(timestamp) if timestamp is not None else None
 
@@ -779,6 +847,27 @@ class LineParser:
                           ts, error)
         except ValueError as e:  # (a float JSON cannot hold; the decoder refuses NaN already)
             return _failed(f"{self.format}: {e}")
+
+    def many(self, texts: list[str], read_ts: list[float]) -> list[Parsed]:
+        """``[self(text, ts) for text, ts in zip(texts, read_ts)]``, the same results, for a run of
+        lines of one input (``Agent.produce_events``).
+
+        Why: per line, the call, the checks' scans and the result's construction cost more than the
+        parsing itself. A run of JSON lines (no ``timestamp`` option) has its text scans done once
+        per chunk (``_json_raw``'s ``run``); a run of combined access lines is matched in one loop.
+        Every line the run path does not decide goes through ``__call__``.
+        """
+        new = _new_tuple
+        if self._json is not None and self._time is None:
+            run = getattr(self._json, "run", None)
+            if run is not None:
+                return [new(Parsed, (b"", b"", raw, None, None)) if raw is not None else self(text, ts)
+                        for raw, text, ts in zip(run(texts), texts, read_ts, strict=True)]
+        usual = self._usual
+        if usual is not None:
+            return [p if (p := usual(text)) is not None else self(text, ts)
+                    for text, ts in zip(texts, read_ts, strict=True)]
+        return [self(text, ts) for text, ts in zip(texts, read_ts, strict=True)]
 
     def parts(self, text: str, read_ts: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None,
                                                         dict[str, Any] | None, float | None, str | None]:

@@ -71,8 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="run logagent from this source tree (PYTHONPATH) instead of the installed one: "
                          "for measuring a patch before/after")
     ap.add_argument("--out", type=Path,
-                    help="results JSON (default bench/results/latest.json, quick.json with --quick)")
-    ap.add_argument("--no-report", action="store_true", help="do not rewrite BENCHMARKS.md's results section")
+                    help="results JSON (default bench/results/latest.json; run.json with --no-report, "
+                         "quick.json with --quick)")
+    ap.add_argument("--no-report", action="store_true", help="do not rewrite BENCHMARKS.md's results section nor "
+                    "bench/results/latest.json (a trial run)")
     a = ap.parse_args(argv)
     if a.quick:
         a.lines = min(a.lines, 100_000)
@@ -85,7 +87,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.parse_lines = min(a.parse_lines, 100_000)
         a.journal_entries = min(a.journal_entries, 50_000)
         a.no_report = True
-    a.out = a.out or REPO / "bench" / "results" / ("quick.json" if a.quick else "latest.json")
+    # latest.json is the committed record of the last full run: a run that does not report does not
+    # overwrite it either
+    a.out = a.out or REPO / "bench" / "results" / ("quick.json" if a.quick else "run.json" if a.no_report
+                                                   else "latest.json")
     a.parts = [p.strip() for p in a.only.split(",") if p.strip()]
     bad = [p for p in a.parts if p not in PARTS]
     if bad:

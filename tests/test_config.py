@@ -54,7 +54,7 @@ def test_shipped_agent_example_loads() -> None:
     cfg = load_agent_config(str(EXAMPLES / "logagent.ini"))
     assert cfg.etcd.endpoints == ["127.0.0.1:2379", "127.0.0.2:2379", "127.0.0.3:2379"]
     assert cfg.kafka.bootstrap_servers == ["127.0.0.1:9092"]
-    assert cfg.agent.max_inflight_bytes == 16 * 1024 * 1024
+    assert cfg.agent.max_inflight_bytes == 8 * 1024 * 1024
     assert cfg.path == str(EXAMPLES / "logagent.ini")
 
 
@@ -93,7 +93,7 @@ def test_agent_defaults() -> None:
     assert (a.data_dir, a.host_ip, a.hostname, a.metrics_address, a.log_level) == (
         "/var/lib/logferry/agent", None, None, "127.0.0.1:9601", "INFO")
     assert (a.status_interval_s, a.max_inflight_bytes, a.scan_interval_s, a.close_inactive_s,
-            a.max_open_files) == (5.0, 16 * 1024 * 1024, 1.0, 300.0, 512)
+            a.max_open_files) == (5.0, 8 * 1024 * 1024, 1.0, 300.0, 512)
     assert cfg.etcd.keys().agent_collect("10.0.0.9") == "/logferry/agents/10.0.0.9/collect"
 
 

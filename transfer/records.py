@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _esc  # type: ignore[attr-defined]
 from typing import Any
 
-from logferry.envelope import EnvelopeError, decode_record
+from logferry.envelope import EnvelopeError, check_record
 from logferry.schema import SchemaError, TransferConfig, index_name
 
 __all__ = ["DeadLetter", "IndexItem", "Source", "action_line", "document_line", "prepare"]
@@ -119,7 +119,7 @@ def prepare(src: Source, cfg: TransferConfig) -> IndexItem | DeadLetter:
     if raw is None:
         return DeadLetter(src, "not a logferry record: empty value (tombstone)", "invalid_record")
     try:
-        doc = decode_record(raw)
+        doc = check_record(raw)
     except EnvelopeError as e:
         return DeadLetter(src, str(e), "invalid_record")
     try:

@@ -21,7 +21,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def goals(res: dict) -> list[dict]:
-    """The goals of issue 13 (and the console's), each met or not, from one run's results."""
+    """The goals of issue 13 (and the console's and issue 24's parsing), each met or not, from one run's results."""
     out = []
 
     def add(goal: str, met: bool | None, **value) -> None:
@@ -59,6 +59,9 @@ def goals(res: dict) -> list[dict]:
                 ld["cpu_us_per_line"] <= 20, value_us=ld["cpu_us_per_line"])
         worst = max(mf["idle"]["rss_mb"], ld.get("peak_rss_mb", 0))
         add("agent RSS ≤ 100 MB with 1,000 files (idle and under load)", worst <= 100, value_mb=worst)
+    for data, r in ((res.get("parse") or {}).get("ratios") or {}).items():  # issue 24
+        add(f"parsed lines/s ≥ 0.7× plain ({data}, in logagent)",
+            None if r.get("ratio") is None else r["ratio"] >= 0.7, ratio=r.get("ratio"))
     con = res.get("console") or {}
     cs, ct = con.get("search") or {}, con.get("tail") or {}
     if cs:
@@ -178,6 +181,28 @@ def markdown(res: dict) -> str:
             lines.append(f"| live tail: append → shown (agent → Kafka → transfer → ES → console) | "
                          f"{ct['p50_s'] * 1000:.0f} | p99 {ct['p99_s'] * 1000:.0f} | — | — | {ct['rate']} lines/s, "
                          f"{ct['shown']}/{ct['lines']} shown |")
+        lines.append("")
+    pa = res.get("parse") or {}
+    if pa.get("ratios"):
+        lines += [f"### 6. Parsing in logagent ({pa['lines']:,} lines, plain vs parsed, side by side)", "",
+                  "| data | plain lines/s | parsed lines/s | ratio | plain µs CPU/line | parsed µs CPU/line | "
+                  "CPU ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for data, r in pa["ratios"].items():
+            cpu = _ratio(r.get("plain_cpu_us_per_line"), r.get("parsed_cpu_us_per_line"))
+            lines.append(f"| {data} | {_n(r.get('plain_lines_per_s'))} | {_n(r.get('parsed_lines_per_s'))} | "
+                         f"{r.get('ratio')}× | {r.get('plain_cpu_us_per_line')} | {r.get('parsed_cpu_us_per_line')} | "
+                         f"{cpu}× |")
+        lines.append("")
+    jo = res.get("journal") or {}
+    if jo.get("runs"):
+        lines += [f"### 7. The systemd journal → Kafka ({jo['entries']:,} entries)", "",
+                  "| tool | entries/s | CPU s | µs CPU/entry | peak RSS MB | vs rsyslog imjournal |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        rs = _find(jo["runs"], "rsyslog imjournal")
+        for r in jo["runs"]:
+            vs = _ratio(r.get("lines_per_s"), rs and rs.get("lines_per_s"))
+            lines.append(f"| {r['tool']} | {_n(r.get('lines_per_s'))} | {r.get('cpu_s')} | "
+                         f"{r.get('cpu_us_per_line')} | {r.get('peak_rss_mb')} | {vs}× |")
         lines.append("")
     g = res.get("goals") or []
     if g:

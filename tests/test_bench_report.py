@@ -50,3 +50,24 @@ def test_a_part_not_run_is_not_judged_and_the_table_shows_units() -> None:
     assert "| Kafka → ES docs/s ≥ 0.8× direct bulk | — | — |" in table
     assert "| 1,000 files idle ≤ 1% of a core | 0.8 % | yes |" in table
     assert "| 1,000 files at 10,000 lines/s ≤ 20 µs CPU per line | 25.0 µs | **no** |" in table
+
+
+def test_issue_24s_parse_goal_and_the_parse_and_journal_tables() -> None:
+    parse = {"lines": 500_000, "ratios": {
+        "nginx_combined": {"ratio": 0.73, "plain_lines_per_s": 133_558, "parsed_lines_per_s": 96_977,
+                           "plain_cpu_us_per_line": 5.82, "parsed_cpu_us_per_line": 9.16},
+        "json": {"ratio": 0.68, "plain_lines_per_s": 127_869, "parsed_lines_per_s": 86_842,
+                 "plain_cpu_us_per_line": 6.3, "parsed_cpu_us_per_line": 10.38}}}
+    journal = {"entries": 300_000, "runs": [
+        {"tool": "logagent journal", "lines_per_s": 29_659, "cpu_s": 15.53, "cpu_us_per_line": 51.77,
+         "peak_rss_mb": 61.9},
+        {"tool": "rsyslog imjournal", "lines_per_s": 47_059, "cpu_s": 7.16, "cpu_us_per_line": 23.87,
+         "peak_rss_mb": 105.1}]}
+    res = _results(parse=parse, journal=journal)
+    got = {g["goal"]: g["met"] for g in report.goals(res)}
+    assert got["parsed lines/s ≥ 0.7× plain (nginx_combined, in logagent)"] is True
+    assert got["parsed lines/s ≥ 0.7× plain (json, in logagent)"] is False
+    table = report.markdown({"parse": parse, "journal": journal, "goals": report.goals(res)})
+    assert "| json | 127,869 | 86,842 | 0.68× | 6.3 | 10.38 | 0.61× |" in table
+    assert "| logagent journal | 29,659 | 15.53 | 51.77 | 61.9 | 0.63× |" in table
+    assert "| parsed lines/s ≥ 0.7× plain (json, in logagent) | 0.68× | **no** |" in table

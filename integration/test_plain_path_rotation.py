@@ -16,6 +16,7 @@ import gzip
 import os
 import signal
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from integration.agents import wait_for
@@ -167,7 +168,11 @@ def test_plain_path_rotated_twice_while_the_agent_is_down_arrives_exactly_once(
     want = [line for line in lines if line not in set(writer.lines_of("access.log.1"))]
     records, distinct, in_es = _deliver_and_count(stack, etcd, es, prefix, topic_factory, transfers, index_pattern,
                                                   indices, topic, want)
-    st = status(etcd, prefix, ip) or {}
+    # The counters as of a status written after every line arrived (the status is refreshed every
+    # status_interval_s: on a fast machine everything arrives before the first refresh after the start)
+    after = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    st = wait_for(lambda: (s := status(etcd, prefix, ip) or {}).get("updated_at") and
+                  datetime.fromisoformat(s["updated_at"]) >= after and s, 30, "a status written after delivery")
     text = agent.log_text()
     assert "rotated to" in text and str(d / "access.log.2") in text, text[-2000:]
     assert st.get("counters", {}).get("files_followed") == 1, st.get("counters")

@@ -71,22 +71,6 @@ JOURNALCTL = os.environ.get("LOGFERRY_JOURNALCTL", "journalctl")
 SETPRIV = shutil.which("setpriv")
 _setpriv_works: bool | None = None
 
-
-def die_with_agent() -> list[str]:
-    """The prefix that makes a child die with the agent (``setpriv --pdeathsig TERM --``), or none
-    where setpriv is missing or refused here; tried once per process (about 2 ms)."""
-    global _setpriv_works
-    if SETPRIV is None:
-        return []
-    if _setpriv_works is None:
-        try:
-            _setpriv_works = subprocess.run([SETPRIV, "--pdeathsig", "TERM", "--", "true"], timeout=10,
-                                            stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            _setpriv_works = False
-        if not _setpriv_works:
-            log.info("journal: setpriv --pdeathsig does not work here; journalctl is started without it")
-    return [SETPRIV, "--pdeathsig", "TERM", "--"] if _setpriv_works else []
 #: a journalctl JSON line longer than this is dropped (journald's own entries are far smaller)
 MAX_LINE_BYTES = 64 << 20
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
@@ -95,6 +79,24 @@ READ_CHUNK = 256 << 10
 STALL_CHECK_S = 10.0
 #: the longest wait between two such checks of a quiet input (the wait doubles while they find nothing)
 STALL_CHECK_MAX_S = 300.0
+
+
+def die_with_agent() -> list[str]:
+    """The prefix that makes a child die with the agent (``setpriv --pdeathsig TERM --``), or none
+    where setpriv is missing or refused here; tried once per process (about 2 ms)."""
+    global _setpriv_works
+    if SETPRIV is None:
+        return []
+    prefix = [SETPRIV, "--pdeathsig", "TERM", "--"]
+    if _setpriv_works is None:
+        try:
+            _setpriv_works = subprocess.run([*prefix, "true"], timeout=10, stdin=subprocess.DEVNULL,
+                                            capture_output=True).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            _setpriv_works = False
+        if not _setpriv_works:
+            log.info("journal: setpriv --pdeathsig does not work here; journalctl is started without it")
+    return prefix if _setpriv_works else []
 
 
 class JournalEvent(NamedTuple):

@@ -258,11 +258,7 @@ def _access(pattern: re.Pattern[str], combined: bool, name: str) -> Callable[[st
             f'"source":{{"address":"{addr}"{ip}}},"url":{{"original":"{url}"}},'
             f'"user_agent":{{"original":"{agent}"}}').encode(), _clf_time(when), None))
 
-    def parse(text: str, read_ts: float) -> Parsed:
-        if combined:
-            p = usual(text)
-            if p is not None:
-                return p
+    def general(text: str, read_ts: float) -> Parsed:
         m = match(text)
         if m is None:
             raise ParseFailure(f"line is not in the {name} log format")
@@ -307,8 +303,15 @@ def _access(pattern: re.Pattern[str], combined: bool, name: str) -> Callable[[st
                        "" if user == "-" else ',"user":{"name":' + _enc(user) + "}", url, ua))
         return Parsed(b"", b"", _utf8(top), ts, None)
 
-    if combined:
-        parse.usual = usual  # type: ignore[attr-defined]  # (LineParser.many: a run's usual lines)
+    if not combined:
+        return general
+
+    def parse(text: str, read_ts: float) -> Parsed:
+        p = usual(text)
+        return general(text, read_ts) if p is None else p
+
+    # LineParser.many: a run's usual lines, and the rest without matching them as usual a second time
+    parse.usual, parse.general = usual, general  # type: ignore[attr-defined]
     return parse
 
 
@@ -803,7 +806,7 @@ class LineParser:
     be read keeps its fields and its read time, with the error.
     """
 
-    __slots__ = ("_direct", "_fields", "_json", "_target", "_time", "_usual", "format")
+    __slots__ = ("_direct", "_fields", "_general", "_json", "_target", "_time", "_usual", "format")
 
     def __init__(self, spec: Parse, timestamp: Timestamp | None = None) -> None:
         self.format = spec.format
@@ -811,6 +814,7 @@ class LineParser:
         self._direct = spec.format in _DIRECT  # gives a Parsed itself (and takes no timestamp option)
         self._json = getattr(self._fields, "raw", None)  # json: may splice the line's own text
         self._usual = getattr(self._fields, "usual", None)  # combined access logs: the usual line
+        self._general = getattr(self._fields, "general", None)  # ... and any other line
         self._target = spec.target or ""
         self._time = _TimeReader(timestamp) if timestamp is not None else None
 
@@ -865,9 +869,16 @@ class LineParser:
                         for raw, text, ts in zip(run(texts), texts, read_ts, strict=True)]
         usual = self._usual
         if usual is not None:
-            return [p if (p := usual(text)) is not None else self(text, ts)
+            return [p if (p := usual(text)) is not None else self._other_access_line(text, ts)
                     for text, ts in zip(texts, read_ts, strict=True)]
         return [self(text, ts) for text, ts in zip(texts, read_ts, strict=True)]
+
+    def _other_access_line(self, text: str, read_ts: float) -> Parsed:
+        """``__call__`` for a combined access line already found not to be the usual one."""
+        try:
+            return self._general(text, read_ts)  # type: ignore[misc]
+        except ParseFailure as e:
+            return _failed(f"{self.format}: {e}")
 
     def parts(self, text: str, read_ts: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None,
                                                         dict[str, Any] | None, float | None, str | None]:

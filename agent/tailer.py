@@ -935,7 +935,7 @@ class TailManager:
             for f in idle[: len(waiting) - free]:
                 self._close(f, now)
                 free += 1
-        opened_before = self.counters["files_opened"]
+        opened = 0
         for f in waiting[: max(0, free)]:
             before = f.harv.identity or ""
             try:
@@ -954,13 +954,14 @@ class TailManager:
                     self._read_error(f, e)
                 continue
             self.counters["files_opened"] += 1
+            opened += 1
             f.opened_at = now
             f.wants_read = False
             self._after_identity_change(f, before)
         # Files left waiting only because the open ones are within their slice: no busy loop,
         # wait() wakes when the first slice ends.
         left = len(waiting) > free
-        if left and self.counters["files_opened"] > opened_before:
+        if left and opened:
             slice_wake = min(slice_wake, now + self.open_slice_s)  # (the ones just opened)
         self._slice_wake = slice_wake if left else float("inf")
         self._more = left and slice_wake == float("inf")

@@ -16,10 +16,10 @@ import gzip
 import os
 import signal
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-from integration.agents import wait_for
+from integration.agents import made_after, wait_for
 from integration.test_agent import (  # noqa: F401
     agents,
     prefix,
@@ -170,9 +170,9 @@ def test_plain_path_rotated_twice_while_the_agent_is_down_arrives_exactly_once(
                                                   indices, topic, want)
     # The counters as of a status written after every line arrived (the status is refreshed every
     # status_interval_s: on a fast machine everything arrives before the first refresh after the start)
-    after = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
-    st = wait_for(lambda: (s := status(etcd, prefix, ip) or {}).get("updated_at") and
-                  datetime.fromisoformat(s["updated_at"]) >= after and s, 30, "a status written after delivery")
+    delivered = datetime.now(UTC).replace(microsecond=0)
+    st = wait_for(lambda: made_after(s := status(etcd, prefix, ip) or {}, delivered) and s, 30,
+                  "a status written after delivery")
     text = agent.log_text()
     assert "rotated to" in text and str(d / "access.log.2") in text, text[-2000:]
     assert st.get("counters", {}).get("files_followed") == 1, st.get("counters")

@@ -39,15 +39,12 @@ from functools import lru_cache
 from json.encoder import encode_basestring as _enc  # type: ignore[attr-defined]
 from typing import Any
 
-try:
+try:  # dumps: a C escaper (SIMD), byte-identical to encode_basestring's for every text without lone
+    # surrogates; loads: check_record's decoder
+    from orjson import dumps as _dumps
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - orjson is a dependency; a source checkout may lack it
-    _fast_loads = None
-
-try:  # a C escaper (SIMD), byte-identical to encode_basestring's for every text without lone surrogates
-    from orjson import dumps as _dumps
-except ImportError:  # pragma: no cover - orjson is a dependency; a source checkout may lack it
-    _dumps = None
+    _dumps = _fast_loads = None
 
 __all__ = [
     "AGENT_TYPE",

@@ -472,4 +472,5 @@ def test_parsed_fields_are_facets_and_a_click_filters(
     until(drv, lambda dr: "log.flags%3Aparse_failure" in dr.current_url or "log.flags:parse_failure" in dr.current_url,
           "the query in the URL")
     until(drv, lambda dr: text_of(dr, "#summary").startswith("1 line ·"), "exactly the line that did not parse")
-    assert any("{not json" in r for r in rows(drv))
+    # the summary is written when the answer arrives, the rows at the next animation frame: wait for them
+    until(drv, lambda dr: [r for r in rows(dr) if "{not json" in r] and len(rows(dr)) == 1, "that line drawn")

@@ -875,6 +875,16 @@ class EtcdClient:
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self._aetcd.close()
+            # grpc's own tasks of a stream (a watch, a keep-alive: _handle_status_once_received) end
+            # when they see the channel closed; one still pending when the loop closes is logged as
+            # an ERROR ("Task was destroyed but it is pending!") at every daemon's clean stop. Let
+            # them see it, then cancel what is left and wait for it.
+            await asyncio.sleep(0)
+            left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in left:
+                t.cancel()
+            if left:
+                await asyncio.wait(left, timeout=min(2.0, self.timeout_s))
             await asyncio.get_running_loop().shutdown_default_executor()  # members() may have used it
 
         try:

@@ -31,6 +31,8 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,7 @@ from .filters import InputPipeline, pipeline_for
 from .hostip import host_ip
 from .journal import JournalEvent, JournalInputs
 from .metrics import AgentMetrics
-from .parsers import Parsed
+from .parsers import ParsedTuple
 from .producer import KafkaSink, refusal_reason
 from .refusals import Refusals
 from .registry import Registry, RegistryCorruptError
@@ -387,17 +389,14 @@ class Agent:
             else:
                 # Parsed from the line alone (and its journalled read time): a line read again
                 # after a crash gets the same fields, @timestamp and event.id.
+                # (p: log_part, event_part, top_part, ts, error; the counts are _parse_runs')
                 text, p = next(parsed)  # type: ignore[arg-type]
-                if p.error is None:
-                    pipe.parsed += 1
-                else:
-                    pipe.failed += 1
-                if p.ts is not None:  # (lines of one second share their time: formatted once a batch)
-                    tj = ts_json.get(p.ts)
+                if p[3] is not None:  # (lines of one second share their time: formatted once a batch)
+                    tj = ts_json.get(p[3])
                     if tj is None:
-                        tj = ts_json[p.ts] = timestamp_json(p.ts)
-                value = enc.encode_parsed(text, ev.offset, tj, ev.truncated, ev.lines, p.log_part, p.event_part,
-                                          p.top_part, p.error is not None)
+                        tj = ts_json[p[3]] = timestamp_json(p[3])
+                value = enc.encode_parsed(text, ev.offset, tj, ev.truncated, ev.lines, p[0], p[1], p[2],
+                                          p[4] is not None)
             if len(value) > limit:
                 value = self.fit(enc, ev, tj, value, limit)
                 truncated += 1
@@ -413,29 +412,46 @@ class Agent:
         if truncated:
             self.metrics.lines_truncated.inc(truncated)
 
-    def _parse_runs(self, events: list, stamps: list[float | None], now: float) -> Iterator[tuple[str, Parsed]]:
-        """Each parsed line's text and :class:`~agent.parsers.Parsed`, in the order of ``events``.
+    def _parse_runs(self, events: list, stamps: list[float | None], now: float) -> Iterator[tuple[str, ParsedTuple]]:
+        """Each parsed line's text and result (a :class:`~agent.parsers.Parsed`, or the plain tuple
+        equal to it), in the order of ``events``; the input's ``parsed`` and ``failed`` counts go up
+        as each chunk is parsed.
 
-        Why: the parser takes consecutive lines of one input at once (``LineParser.many``), which
-        does per run what it would otherwise do per line (the JSON checks' text scans, the calls).
-        The results are what parsing each line alone gives, with its read time (its journalled
-        stamp, or ``now``). Lazily, :data:`PARSE_CHUNK` lines at a time: a poll's results all held
-        at once (megabytes) would leave the CPU's caches before they are encoded."""
-        pipes = self._pipes
-        i, n = 0, len(events)
-        while i < n:
-            inp = events[i].input_id
-            j = i + 1
-            while j < n and events[j].input_id == inp:
-                j += 1
-            pipe = pipes.get(inp)
-            if pipe is not None and pipe.parser is not None:
-                many = pipe.parser.many
-                for a in range(i, j, PARSE_CHUNK):
-                    b = min(j, a + PARSE_CHUNK)
-                    texts = [ev.raw.decode("utf-8", "replace") for ev in events[a:b]]
-                    yield from zip(texts, many(texts, [now if ts is None else ts for ts in stamps[a:b]]), strict=True)
-            i = j
+        Why: the parser takes consecutive lines of one input at once (``LineParser.many_tuples``),
+        which does per run what it would otherwise do per line (the JSON checks' text scans, the
+        calls, the result's construction). The results are what parsing each line alone gives, with
+        its read time (its journalled stamp, or ``now``). Lazily, :data:`PARSE_CHUNK` lines at a
+        time: a poll's results all held at once (megabytes) would leave the CPU's caches before they
+        are encoded. The lines of a chunk are handed out by ``zip`` under ``chain`` (C), and counted
+        a chunk at a time, not in Python a line at a time."""
+
+        def chunks() -> Iterator[Iterator[tuple[str, ParsedTuple]]]:
+            pipes = self._pipes
+            error = itemgetter(4)  # (Parsed.error)
+            i, n = 0, len(events)
+            while i < n:
+                inp = events[i].input_id
+                j = i + 1
+                while j < n and events[j].input_id == inp:
+                    j += 1
+                pipe = pipes.get(inp)
+                if pipe is not None and pipe.parser is not None:
+                    many = pipe.parser.many_tuples
+                    for a in range(i, j, PARSE_CHUNK):
+                        b = min(j, a + PARSE_CHUNK)
+                        texts = [ev.raw.decode("utf-8", "replace") for ev in events[a:b]]
+                        reads = stamps[a:b]
+                        # (fresh lines have no stamp: `now` for all, without a test a line)
+                        reads = [now] * (b - a) if reads.count(None) == b - a else \
+                            [now if ts is None else ts for ts in reads]
+                        results = many(texts, reads)
+                        failed = b - a - list(map(error, results)).count(None)
+                        pipe.parsed += b - a - failed
+                        pipe.failed += failed
+                        yield zip(texts, results, strict=True)
+                i = j
+
+        return chain.from_iterable(chunks())
 
     def produce_journal(self, events: list[JournalEvent]) -> None:
         """Journal entries to Kafka: filtered and parsed on their MESSAGE like a file's lines, one

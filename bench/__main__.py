@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tail-rate", type=int, default=100, help="lines/s for the console's live-tail run")
     ap.add_argument("--tail-seconds", type=float, default=30.0, help="length of the console's live-tail run")
     ap.add_argument("--parse-lines", type=int, default=500_000, help="lines for each parse run (part parse)")
+    ap.add_argument("--parse-pairs", type=int, default=2,
+                    help="plain/parsed pairs per data set (part parse), in ABBA order: plain, parsed, parsed, plain")
     ap.add_argument("--journal-entries", type=int, default=300_000,
                     help="entries written to the journal for the journal part (logagent vs rsyslog imjournal)")
     ap.add_argument("--skip-peers", action="store_true", help="only logferry (no rsyslog, kcat, direct bulk)")
@@ -196,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             from . import parse_bench
 
             try:
-                results["parse"] = parse_bench.run_parse(stack, work, a.parse_lines, timeout_s=timeout)
+                results["parse"] = parse_bench.run_parse(stack, work, a.parse_lines, timeout_s=timeout,
+                                                       pairs=a.parse_pairs)
             except Exception as e:
                 _fail(results, "parse", e)
             _save(a.out, results)

@@ -1,14 +1,18 @@
 """Part 6: what parsing costs logagent (issue 24), side by side in one run on the same files.
 
-Two data sets, each shipped twice by a fresh agent to a fresh topic: nginx ``combined`` access
-lines without ``parse`` and with ``{"format": "nginx_combined"}``; JSON application lines without
-``parse`` and with ``{"format": "json"}``. The figure is the parsed run's lines/s over the plain
-run's on the same lines (goal: at least 0.7). The path measured is files → Kafka, where parsing
-runs (the agent); the clock and CPU are part 1's (bench/throughput.py ``run_logagent``).
+Two data sets, each shipped by a fresh agent to a fresh topic for every run: nginx ``combined``
+access lines without ``parse`` and with ``{"format": "nginx_combined"}``; JSON application lines
+without ``parse`` and with ``{"format": "json"}``. Plain and parsed runs alternate in ABBA order
+(``plain, parsed, parsed, plain`` for the default 2 pairs, ``--parse-pairs``): one pair on a shared
+2-core machine gave 0.72x and 0.68x for the same code. The figure is the parsed runs' summed lines
+over their summed seconds, against the plain runs' the same (goal: at least 0.7; why summed:
+:func:`summarize`). The path measured is files → Kafka, where parsing runs (the agent); the clock
+and CPU are part 1's (bench/throughput.py ``run_logagent``).
 
 With ``LOGFERRY_PARSE_BASELINE_SRC=<a source tree of another agent>`` each data set is also shipped
-parsed by that agent (``PYTHONPATH``), between the two runs: before/after figures of a parser change
-side by side in one run, under the same load (results under ``before_*``).
+parsed by that agent (``PYTHONPATH``), next to each parsed run (``plain, before, parsed, parsed,
+before, plain``): before/after figures of a parser change side by side in one run, under the same
+load (results under ``before_*``).
 """
 
 from __future__ import annotations
@@ -60,47 +64,120 @@ def write(path: Path, lines: int, make) -> Path:
     return path
 
 
-def run_parse(stack: StackRef, work: Path, lines: int, *, timeout_s: float) -> dict:
-    """Plain and parsed runs of both data sets; returns each run and the parsed/plain ratios."""
+def order(pairs: int, baseline: bool) -> list[str]:
+    """The runs of one data set, in ABBA order: ``plain, parsed, parsed, plain`` for 2 pairs (every second
+    pair reversed), the baseline's parsed run between the two when there is one (``plain, before,
+    parsed, parsed, before, plain``).
+
+    Why: the machine's two cores are shared, and its speed drifts over a part's minutes; a single
+    plain/parsed pair put all of that drift into the ratio (0.72x and 0.68x for the same code in two
+    runs). In ABBA order each variant's runs sit symmetrically in time, so a drift that is linear over
+    the runs adds as much to one variant's summed time as to the other's.
+    """
+    one = ["plain", "before", "parsed"] if baseline else ["plain", "parsed"]
+    out: list[str] = []
+    for k in range(pairs):
+        out += one if k % 2 == 0 else one[::-1]
+    return out
+
+
+def summarize(runs: list[dict], baseline: bool) -> dict | None:
+    """One data set's figures from its runs (each marked ``variant``: plain, parsed or before), or
+    None when the plain or the parsed runs have none complete (a failed run is left out of the sums).
+
+    The ratio is the parsed runs' summed lines over their summed seconds, against the plain runs'
+    the same (and so for CPU: summed CPU seconds over summed lines). Why summed rather than the
+    median of per-pair ratios: with the default 2 pairs a median is the mean of two ratios, no more
+    robust; sums over an ABBA order cancel a linear drift, and they are what "lines/s of all the
+    runs" means. The per-pair ratios are kept beside it (``pair_ratios``) to show the spread.
+    """
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        if r.get("ok") and r.get("lines_per_s"):
+            by.setdefault(r["variant"], []).append(r)
+    if not by.get("plain") or not by.get("parsed"):
+        return None
+
+    def agg(variant: str) -> tuple[int, float]:
+        rs = by[variant]
+        lines, secs, cpu = sum(r["lines"] for r in rs), sum(r["seconds"] for r in rs), sum(r["cpu_s"] for r in rs)
+        return round(lines / secs), round(cpu / lines * 1e6, 2)
+
+    plain_lps, plain_cpu = agg("plain")
+    parsed_lps, parsed_cpu = agg("parsed")
+    ratio = parsed_lps / plain_lps
+    out = {"ratio": round(ratio, 2), "plain_lines_per_s": plain_lps, "parsed_lines_per_s": parsed_lps,
+           "plain_cpu_us_per_line": plain_cpu, "parsed_cpu_us_per_line": parsed_cpu, "met": ratio >= GOAL,
+           "runs_per_variant": {v: len(rs) for v, rs in by.items()},
+           "pair_ratios": _pair_ratios(runs, "parsed")}
+    if baseline and by.get("before"):
+        before_lps, before_cpu = agg("before")
+        out |= {"before_ratio": round(before_lps / plain_lps, 2), "before_parsed_lines_per_s": before_lps,
+                "before_parsed_cpu_us_per_line": before_cpu, "before_pair_ratios": _pair_ratios(runs, "before")}
+    return out
+
+
+def _pair_ratios(runs: list[dict], variant: str) -> list[float | None]:
+    """``variant``'s lines/s over plain's in each pair (runs carry their ``pair``); None for a pair
+    with a failed run."""
+    pairs: dict[int, dict[str, float | None]] = {}
+    for r in runs:
+        pairs.setdefault(r["pair"], {})[r["variant"]] = r.get("lines_per_s")
+    return [round(p[variant] / p["plain"], 3) if p.get(variant) and p.get("plain") else None
+            for _, p in sorted(pairs.items())]
+
+
+def run_parse(stack: StackRef, work: Path, lines: int, *, timeout_s: float, pairs: int = 2) -> dict:
+    """Plain and parsed runs of both data sets, ``pairs`` of each in ABBA order (:func:`order`);
+    returns every run (marked ``variant`` and ``pair``) and each data set's parsed/plain ratios
+    (:func:`summarize`)."""
+    if pairs < 1:
+        raise ValueError(f"--parse-pairs {pairs}: give at least 1 (2 or more for the ABBA order)")
     sets = {
         "nginx_combined": (write(work / "data" / f"parse-nginx-{lines}" / "access.log", lines, nginx_line),
                            {"parse": {"format": "nginx_combined"}}),
         "json": (write(work / "data" / f"parse-json-{lines}" / "app.log", lines, json_line),
                  {"parse": {"format": "json", "target": "app"}}),
     }
-    out: dict = {"lines": lines, "goal": GOAL, "runs": [], "ratios": {}}
+    out: dict = {"lines": lines, "goal": GOAL, "pairs": pairs, "runs": [], "ratios": {}}
     baseline = os.environ.get("LOGFERRY_PARSE_BASELINE_SRC")
     if baseline:
         out["baseline_src"] = str(Path(baseline).resolve())
+    seq = order(pairs, bool(baseline))
+    per_pair = len(seq) // pairs
     for name, (path, parse) in sets.items():
-        plain = run_logagent(stack, [path], lines, work, timeout_s=timeout_s, label=f"logagent {name} plain")
-        before = None
-        if baseline:
-            saved = dict(common.AGENT_ENV)
-            common.AGENT_ENV["PYTHONPATH"] = out["baseline_src"]
-            try:
-                before = run_logagent(stack, [path], lines, work, timeout_s=timeout_s,
-                                      label=f"logagent {name} parsed (baseline {baseline})", input_extra=parse)
-            finally:
-                common.AGENT_ENV.clear()
-                common.AGENT_ENV.update(saved)
-            out["runs"].append(before | {"data": name, "parse": parse["parse"], "baseline": True})
-        parsed = run_logagent(stack, [path], lines, work, timeout_s=timeout_s, label=f"logagent {name} parsed",
-                              input_extra=parse)
-        out["runs"] += [plain | {"data": name, "parse": None}, parsed | {"data": name, "parse": parse["parse"]}]
-        if plain.get("lines_per_s") and parsed.get("lines_per_s"):
-            ratio = parsed["lines_per_s"] / plain["lines_per_s"]
-            out["ratios"][name] = {"ratio": round(ratio, 2), "plain_lines_per_s": plain["lines_per_s"],
-                                   "parsed_lines_per_s": parsed["lines_per_s"],
-                                   "plain_cpu_us_per_line": plain["cpu_us_per_line"],
-                                   "parsed_cpu_us_per_line": parsed["cpu_us_per_line"], "met": ratio >= GOAL}
-            if before and before.get("lines_per_s"):
-                out["ratios"][name] |= {
-                    "before_ratio": round(before["lines_per_s"] / plain["lines_per_s"], 2),
-                    "before_parsed_lines_per_s": before["lines_per_s"],
-                    "before_parsed_cpu_us_per_line": before["cpu_us_per_line"]}
-                say(f"parse {name} baseline: {before['lines_per_s']:,} lines/s = "
-                    f"{before['lines_per_s'] / plain['lines_per_s']:.2f}x; CPU {before['cpu_us_per_line']} µs/line")
-            say(f"parse {name}: {parsed['lines_per_s']:,} lines/s parsed vs {plain['lines_per_s']:,} plain = "
-                f"{ratio:.2f}x (goal {GOAL}x); CPU {parsed['cpu_us_per_line']} vs {plain['cpu_us_per_line']} µs/line")
+        runs: list[dict] = []
+        for i, variant in enumerate(seq):
+            pair = i // per_pair
+            label = f"logagent {name} {variant} (pair {pair + 1}/{pairs})"
+            if variant == "plain":
+                res = run_logagent(stack, [path], lines, work, timeout_s=timeout_s, label=label)
+            elif variant == "parsed":
+                res = run_logagent(stack, [path], lines, work, timeout_s=timeout_s, label=label, input_extra=parse)
+            else:
+                saved = dict(common.AGENT_ENV)
+                common.AGENT_ENV["PYTHONPATH"] = out["baseline_src"]
+                try:
+                    res = run_logagent(stack, [path], lines, work, timeout_s=timeout_s,
+                                       label=f"{label} baseline {baseline}", input_extra=parse)
+                finally:
+                    common.AGENT_ENV.clear()
+                    common.AGENT_ENV.update(saved)
+            run = res | {"data": name, "parse": None if variant == "plain" else parse["parse"], "variant": variant,
+                         "pair": pair}
+            if variant == "before":
+                run["baseline"] = True
+            runs.append(run)
+        out["runs"] += runs
+        r = summarize(runs, bool(baseline))
+        if r is None:
+            say(f"parse {name}: no ratio (a plain or parsed run did not complete)")
+            continue
+        out["ratios"][name] = r
+        if "before_ratio" in r:
+            say(f"parse {name} baseline: {r['before_parsed_lines_per_s']:,} lines/s = {r['before_ratio']:.2f}x "
+                f"(pairs {r['before_pair_ratios']}); CPU {r['before_parsed_cpu_us_per_line']} µs/line")
+        say(f"parse {name}: {r['parsed_lines_per_s']:,} lines/s parsed vs {r['plain_lines_per_s']:,} plain = "
+            f"{r['ratio']:.2f}x over {pairs} ABBA pair(s) (pairs {r['pair_ratios']}; goal {GOAL}x); "
+            f"CPU {r['parsed_cpu_us_per_line']} vs {r['plain_cpu_us_per_line']} µs/line")
     return out

@@ -14,7 +14,7 @@ import pytest
 import agent.parsers as parsers
 from agent.filters import InputPipeline, LineFilter
 from agent.main import Agent
-from agent.parsers import LineParser
+from agent.parsers import LineParser, Parsed
 from bench.parse_bench import json_line, nginx_line
 from logferry.schema import Parse, Timestamp
 from tests.test_parsers import JSON_EDGES, SHAPE_SEQUENCE
@@ -188,3 +188,89 @@ def test_agent_parses_each_run_of_an_input_with_its_parser_in_order(chunk: int, 
     want = [(ev.raw.decode(), pipes[ev.input_id].parser(ev.raw.decode(), now if ts is None else ts))
             for ev, ts in zip(events, stamps, strict=True) if ev.input_id in ("j", "n", "s")]
     assert got == want and len(got) == 14
+
+
+def _one_shape_chunks() -> list[list[str]]:
+    """Chunks of 64 lines (the run path's chunk) of USUAL's shape, as they are and each with one line
+    that the checks over the whole chunk must not take as the others."""
+    base = USUAL[:64]
+    user = '"user": ' + json.dumps(json.loads(base[9])["user"])
+    swapped = '"user": ' + json.dumps(dict(reversed(json.loads(base[9])["user"].items())))
+    one = [
+        base[9].replace(user, '"user": 5'),  # a scalar where the shape has an object
+        base[9].replace(user, '"user": {"id": {"x": 1}, "country": "de"}'),  # an object where it has a scalar
+        base[9].replace(user, swapped),  # the object's keys in another order: another shape
+        base[9].replace(user, '"user": {"id": 1}'),  # the object with fewer keys
+        base[9][:-1] + ', "ok": true}',  # a key twice (orjson keeps one: the same top-level keys)
+        base[9].replace('"cart updated', '"{cart updated'),  # a '{' in a string
+        base[9].replace('"cart updated', '":cart updated'),  # a '":' in a string
+        "not json", '"x"', "[1]", "7",  # not an object
+        '{"level": 1}',  # another shape, not known
+    ]
+    return [base, *([*base[:9], line, *base[10:]] for line in one)]
+
+
+def test_json_run_of_one_shape_checks_its_lines_a_member_at_a_time_and_gives_the_per_line_results(
+        monkeypatch) -> None:
+    """``_json_raw``'s run on a chunk whose lines share one known shape checks them all at once (the
+    objects below the top level a member at a time: ``_all_have_nesting``); it gives exactly what its
+    per-line loop gives, and a chunk it cannot take goes to that loop."""
+    chunks = _one_shape_chunks()
+    deep = [json.dumps({"a": {"b": {"c": n}, "d": n}, "e": n}) for n in range(64)]
+    chunks += [deep, [*deep[:5], json.dumps({"a": {"b": 1, "d": 1}, "e": 1}), *deep[6:]],
+               [*deep[:5], json.dumps({"a": {"b": {"x": 1}, "d": 1}, "e": 1}), *deep[6:]],
+               [*USUAL[:30], *deep[:30]],  # two known shapes: the per-line loop, its lines decoded once
+               ['{"a": 1, "b": 2}'] * 10 + ['"ab"']]  # (a JSON string's characters are not keys)
+    calls = []
+    whole = parsers._all_have_nesting
+    monkeypatch.setattr(parsers, "_all_have_nesting",
+                        lambda objs, nested: calls.append(len(objs)) or whole(objs, nested))
+    for target in ("", "app", "app.payload"):
+        spec = Parse(format="json", target=target or None)
+        parser = LineParser(spec)
+        for line in (USUAL[0], deep[0], '{"a": 1, "b": 2}'):
+            parser(line, READ)  # (its shape learnt)
+        for chunk in chunks:
+            calls.clear()
+            got = _run_of(parser)(chunk)
+            if chunk is chunks[0] or chunk is deep:  # the usual chunk: taken whole, by the member checks
+                assert None not in got and calls == [64] * (1 if chunk is chunks[0] else 2), target
+            monkeypatch.setattr(parsers, "_ONLY_DICT", frozenset())  # the per-line loop only
+            assert got == _run_of(parser)(chunk), (target, chunk[9])
+            monkeypatch.setattr(parsers, "_ONLY_DICT", frozenset((dict,)))
+            assert parser.many(chunk, [READ] * len(chunk)) == [LineParser(spec)(line, READ) for line in chunk]
+
+
+def test_many_tuples_equal_the_parsed_results_and_many_gives_parsed_ones() -> None:
+    """LineParser.many_tuples (what the agent takes): the results of each line alone, a plain tuple
+    where the run path gave it; LineParser.many: the same, each a Parsed."""
+    for spec, lines in ((Parse(format="json"), RUN_LINES), (Parse(format="json", target="a.b"), RUN_LINES),
+                        (Parse(format="nginx_combined"), NGINX_LINES), (Parse(format="kv"), ["a=1", "x"])):
+        tuples, many = LineParser(spec), LineParser(spec)
+        got = [p for run in _runs(lines, 64) for p in tuples.many_tuples(run, [READ] * len(run))]
+        assert got == [LineParser(spec)(line, READ) for line in lines]
+        assert all(type(p) in (tuple, Parsed) for p in got)
+        if spec.format != "kv":
+            assert sum(type(p) is tuple for p in got) > len(lines) // 2, spec  # the run path took most
+        by_many = [p for run in _runs(lines, 64) for p in many.many(run, [READ] * len(run))]
+        assert by_many == got and all(type(p) is Parsed for p in by_many)
+
+
+@pytest.mark.parametrize("stamped", [False, True])
+def test_agent_counts_each_inputs_parsed_and_failed_lines(stamped: bool) -> None:
+    """Agent._parse_runs adds each input's parsed and failed lines to its counts, a chunk at a time,
+    and gives each line its read time (every line fresh: ``now`` for all)."""
+    ag = Agent.__new__(Agent)
+    specs = {"j": Parse(format="json"), "n": Parse(format="nginx_combined")}
+    json_pipe, nginx_pipe = (InputPipeline(f"/{inp}", None, LineParser(specs[inp])) for inp in "jn")
+    ag._pipes = {"j": json_pipe, "n": nginx_pipe}
+    texts = {"j": [*USUAL[:300], "not json", *USUAL[300:], '{"a": NaN}'], "n": [*NGINX_LINES, *NGINX_LINES]}
+    events = [SimpleNamespace(input_id=inp, raw=t.encode()) for inp in ("j", "n", "j") for t in texts[inp]]
+    stamps: list[float | None] = [READ - 86400 * 400 if stamped and i % 5 == 0 else None for i in range(len(events))]
+    got = list(ag._parse_runs(events, stamps, READ))
+    assert got == [(ev.raw.decode(), LineParser(specs[ev.input_id])(ev.raw.decode(), READ if ts is None else ts))
+                   for ev, ts in zip(events, stamps, strict=True)]
+    for inp, pipe in (("j", json_pipe), ("n", nginx_pipe)):
+        results = [p for ev, (_, p) in zip(events, got, strict=True) if ev.input_id == inp]
+        assert pipe.failed == sum(p[4] is not None for p in results) > 0
+        assert pipe.parsed == sum(p[4] is None for p in results) > 0

@@ -336,8 +336,10 @@ def _fast_doc(raw: Any) -> dict[str, Any] | None:
     transfer/records.py document_line, so it must be exactly the standard decoder's). The
     standard path then decides, with its own words for what is wrong. Why: the transfer decodes
     every record only to check it (:func:`check_record`), and the standard decoder was most of
-    its ~10 µs of preparation per record."""
-    if _fast_loads is None or type(raw) is not bytes or b"\n" in raw or b"\r" in raw:
+    its ~10 µs of preparation per record. The newline test looks for the byte values (10, 13):
+    ``b"\n" in raw`` takes CPython 3.11's general substring search, ~210 ns a test on a 470-byte
+    record against ~25 ns for memchr."""
+    if _fast_loads is None or type(raw) is not bytes or 10 in raw or 13 in raw:
         return None
     try:
         doc = _fast_loads(raw)

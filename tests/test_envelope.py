@@ -282,6 +282,19 @@ def test_check_record_is_decode_records_checks(raw: bytes) -> None:
         assert {k: v for k, v in fast.items() if k != "n"} == {k: v for k, v in standard.items() if k != "n"}
 
 
+@pytest.mark.parametrize("raw", [_OK + b"}", _OK + b',\n "x": 1}', _OK + b',\r "x": 1}', _OK + b"}\r",
+                                 b"\n" + _OK + b"}"])
+def test_check_record_takes_orjson_only_for_a_value_without_cr_or_lf(raw: bytes, monkeypatch) -> None:
+    import logferry.envelope as envelope
+
+    seen: list[bytes] = []
+    fast = envelope._fast_loads
+    assert fast is not None  # orjson is installed (a dependency): the fast path is tested
+    monkeypatch.setattr(envelope, "_fast_loads", lambda b: seen.append(b) or fast(b))
+    assert check_record(raw)["event"]["id"] == "x"
+    assert seen == ([] if b"\n" in raw or b"\r" in raw else [raw])
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.text(max_size=8), st.recursive(
     st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=12),

@@ -205,6 +205,31 @@ def test_bulk_response_serializer_counts_an_all_accepted_answer_and_parses_anyth
     assert idx.run(job) and job.accepted == 4
 
 
+def test_bulk_body_serializer_passes_a_finished_body_through_and_serialises_anything_else() -> None:
+    from transfer.indexer import BulkBodySerializer
+
+    s = BulkBodySerializer()
+    body = action_line("i", "a") + b'{"message":"m"}\n'
+    assert s.dumps(body) is body  # not copied
+    assert s.dumps(b'{"a":1}') == b'{"a":1}\n'  # no final newline: the client's way, which adds it
+    assert s.dumps([{"index": {"_id": "a"}}, {"m": 1}]) == b'{"index":{"_id":"a"}}\n{"m":1}\n'
+    assert s.dumps("x\n") == b"x\n"
+
+
+def test_the_transfer_client_uses_the_bulk_serializers_for_both_mimetypes() -> None:
+    from types import SimpleNamespace
+
+    from transfer.indexer import BulkBodySerializer, BulkResponseSerializer
+    from transfer.main import make_es_client
+
+    t = SimpleNamespace(es_hosts=["http://127.0.0.1:9"], es_api_key=None, es_username=None, es_password=None,
+                        es_ca_file=None, es_verify_certs=True)
+    col = make_es_client(t).transport.serializers
+    for sub, cls in (("x-ndjson", BulkBodySerializer), ("json", BulkResponseSerializer)):
+        assert isinstance(col.get_serializer(f"application/{sub}"), cls)
+        assert isinstance(col.get_serializer(f"application/vnd.elasticsearch+{sub}; compatible-with=8"), cls)
+
+
 def test_an_attempt_started_on_a_sender_thread_is_collected_and_its_failures_retried() -> None:
     es = ScriptedES(some({"id1": (429, {"type": "es_rejected_execution_exception"}),
                           "id2": (400, {"type": "mapper_parsing_exception", "reason": "bad"})}), ok)

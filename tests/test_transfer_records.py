@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from logferry.envelope import encode_record
 from logferry.schema import TransferConfig
 from transfer.records import DeadLetter, IndexItem, Source, action_line, document_line, prepare
@@ -51,6 +53,12 @@ def test_pretty_printed_json_is_reserialised_on_one_line() -> None:
     assert item.lines.count(b"\n") == 2
     assert json.loads(item.lines.split(b"\n")[1]) == doc
     assert document_line(b'{"a":1}', {"a": 1}) == b'{"a":1}\n'
+
+
+@pytest.mark.parametrize("raw", [b'{"a":\n1}', b'{"a":\r1}', b'{"a":1}\r', b'\r\n{"a":1}'])
+def test_a_value_with_a_carriage_return_or_a_newline_is_reserialised(raw: bytes) -> None:
+    """(The test looks for the byte values 10 and 13, not a one-byte string: same answer, memchr's speed.)"""
+    assert document_line(raw, {"a": 1}) == b'{"a":1}\n'
 
 
 def test_action_line_escapes_ids() -> None:

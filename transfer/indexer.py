@@ -33,7 +33,7 @@ from typing import Any
 
 import elastic_transport
 import elasticsearch
-from elasticsearch.serializer import JsonSerializer
+from elasticsearch.serializer import JsonSerializer, NdjsonSerializer
 
 from logferry import tlsdiag
 
@@ -45,6 +45,7 @@ from .records import IndexItem
 
 __all__ = [
     "IN_FLIGHT",
+    "BulkBodySerializer",
     "BulkJob",
     "BulkResponseSerializer",
     "BulkSender",
@@ -105,6 +106,21 @@ class BulkResponseSerializer(JsonSerializer):
         if isinstance(data, bytes | bytearray) and data.startswith(self._ALL_OK) and data.endswith(b"}]}"):
             return {"errors": False, "items": _AllAccepted(data.count(b'"status":'))}
         return super().loads(data)
+
+
+class BulkBodySerializer(NdjsonSerializer):
+    """The client's NDJSON serializer, passing a finished bulk body through as it is.
+
+    ``Indexer`` sends one ``bytes`` object, its lines built in ``records.prepare`` and each ending
+    in a newline. The client's serializer copies any bytes it is given into a ``bytearray`` (grown
+    as it goes) and that into new ``bytes``: two copies of a 2.4 MB body per bulk, ~0.37 ms, about
+    4 % of the transfer's CPU on the bench. Anything else is serialised as the client does it.
+    """
+
+    def dumps(self, data: Any) -> bytes:
+        if type(data) is bytes and data.endswith(b"\n"):
+            return data
+        return super().dumps(data)
 
 
 def classify_item(status: int, error: Any = None) -> str:

@@ -46,7 +46,7 @@ from logferry.schema import TransferConfig
 from .consumer import GroupConsumer, consumer_config
 from .deadletter import DeadLetterProducer
 from .gaps import RetentionGaps
-from .indexer import BulkResponseSerializer, Indexer
+from .indexer import BulkBodySerializer, BulkResponseSerializer, Indexer
 from .liveconfig import LiveConfig
 from .metrics import TransferMetrics
 from .pipeline import Pipeline
@@ -73,7 +73,8 @@ def make_es_client(t: Any) -> Elasticsearch:
         "max_retries": max(0, len(t.es_hosts) - 1),
         "retry_on_status": (),
         "retry_on_timeout": len(t.es_hosts) > 1,
-        "serializers": {"application/json": BulkResponseSerializer()},
+        # (the x-ndjson one also serves the compatibility mimetype the client sends for ES 8)
+        "serializers": {"application/json": BulkResponseSerializer(), "application/x-ndjson": BulkBodySerializer()},
     }
     es = EsSettings(hosts=t.es_hosts, api_key=t.es_api_key, username=t.es_username, password=t.es_password,
                     ca_file=t.es_ca_file, verify_certs=t.es_verify_certs)

@@ -28,14 +28,22 @@ $(VENV)/.browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }
 	@touch $@
 
-test: $(VENV)/.installed $(VENV)/.browser ## all tests: unit (tests/) then integration on a real stack (integration/)
+# integration/test_parsing.py parses a real nginx's access lines: the test runs /usr/sbin/nginx itself
+# on loopback with its own config, so the package's service is not wanted (stopped where systemd runs).
+$(VENV)/.nginx:
+	@test -x /usr/sbin/nginx || { echo "installing nginx (apt) for the parsing tests (the test runs it on loopback)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null; \
+	  if [ -d /run/systemd/system ]; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi; }
+	@touch $@
+
+test: $(VENV)/.installed $(VENV)/.browser $(VENV)/.nginx ## all tests: unit (tests/) then integration on a real stack (integration/)
 	$(PY) -m pytest tests/ -q $(PYTEST_ARGS)
 	$(PY) -m pytest integration/ -v --durations=15 $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed ## fast unit tests only, no servers
 	$(PY) -m pytest tests/ -q $(PYTEST_ARGS)
 
-integration: $(VENV)/.installed $(VENV)/.browser ## integration tests only (starts its own stack unless LOGFERRY_STACK_DIR names a running one)
+integration: $(VENV)/.installed $(VENV)/.browser $(VENV)/.nginx ## integration tests only (starts its own stack unless LOGFERRY_STACK_DIR names a running one)
 	$(PY) -m pytest integration/ -v --durations=15 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff

@@ -7,7 +7,7 @@
 docker-images: $(VENV)/.installed ## build (or pull) the images of the Docker-backed suite; starts dockerd if none answers (root)
 	$(PY) -m integration.docker images
 
-integration-docker: $(VENV)/.installed $(VENV)/.browser ## the integration suite on containers: 3 etcd, ZooKeeper + Kafka, ES (LOGFERRY_STACK=docker)
+integration-docker: $(VENV)/.installed $(VENV)/.browser $(VENV)/.nginx ## the integration suite on containers: 3 etcd, ZooKeeper + Kafka, ES (LOGFERRY_STACK=docker)
 	LOGFERRY_STACK=docker $(PY) -m pytest integration/ -v --durations=15 $(PYTEST_ARGS)
 
 docker-down: $(VENV)/.installed ## remove every container and network a Docker-backed test session left behind

@@ -54,7 +54,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import journal_checks  # lab/journal_checks.py (this script's directory is on sys.path)
+try:
+    import journal_checks  # lab/journal_checks.py: run as a script, this file's directory is on sys.path
+except ModuleNotFoundError:  # imported as lab.lab (integration/docker/images.py takes apt_mirror from here)
+    from lab import journal_checks
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = Path(os.environ.get("LOGFERRY_LAB_DIR", REPO / ".lab")).absolute()

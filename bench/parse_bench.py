@@ -81,7 +81,7 @@ def order(pairs: int, baseline: bool) -> list[str]:
     return out
 
 
-def summarize(runs: list[dict], baseline: bool) -> dict | None:
+def summarize(runs: list[dict]) -> dict | None:
     """One data set's figures from its runs (each marked ``variant``: plain, parsed or before), or
     None when the plain or the parsed runs have none complete (a failed run is left out of the sums).
 
@@ -110,7 +110,7 @@ def summarize(runs: list[dict], baseline: bool) -> dict | None:
            "plain_cpu_us_per_line": plain_cpu, "parsed_cpu_us_per_line": parsed_cpu, "met": ratio >= GOAL,
            "runs_per_variant": {v: len(rs) for v, rs in by.items()},
            "pair_ratios": _pair_ratios(runs, "parsed")}
-    if baseline and by.get("before"):
+    if by.get("before"):
         before_lps, before_cpu = agg("before")
         out |= {"before_ratio": round(before_lps / plain_lps, 2), "before_parsed_lines_per_s": before_lps,
                 "before_parsed_cpu_us_per_line": before_cpu, "before_pair_ratios": _pair_ratios(runs, "before")}
@@ -150,26 +150,20 @@ def run_parse(stack: StackRef, work: Path, lines: int, *, timeout_s: float, pair
         for i, variant in enumerate(seq):
             pair = i // per_pair
             label = f"logagent {name} {variant} (pair {pair + 1}/{pairs})"
-            if variant == "plain":
-                res = run_logagent(stack, [path], lines, work, timeout_s=timeout_s, label=label)
-            elif variant == "parsed":
-                res = run_logagent(stack, [path], lines, work, timeout_s=timeout_s, label=label, input_extra=parse)
-            else:
-                saved = dict(common.AGENT_ENV)
+            saved = dict(common.AGENT_ENV)
+            if variant == "before":  # the baseline agent's tree first on the agent's path
                 common.AGENT_ENV["PYTHONPATH"] = out["baseline_src"]
-                try:
-                    res = run_logagent(stack, [path], lines, work, timeout_s=timeout_s,
-                                       label=f"{label} baseline {baseline}", input_extra=parse)
-                finally:
-                    common.AGENT_ENV.clear()
-                    common.AGENT_ENV.update(saved)
-            run = res | {"data": name, "parse": None if variant == "plain" else parse["parse"], "variant": variant,
-                         "pair": pair}
-            if variant == "before":
-                run["baseline"] = True
-            runs.append(run)
+                label += f" baseline {baseline}"
+            try:
+                res = run_logagent(stack, [path], lines, work, timeout_s=timeout_s, label=label,
+                                   input_extra=None if variant == "plain" else parse)
+            finally:
+                common.AGENT_ENV.clear()
+                common.AGENT_ENV.update(saved)
+            runs.append(res | {"data": name, "parse": None if variant == "plain" else parse["parse"],
+                               "variant": variant, "pair": pair})
         out["runs"] += runs
-        r = summarize(runs, bool(baseline))
+        r = summarize(runs)
         if r is None:
             say(f"parse {name}: no ratio (a plain or parsed run did not complete)")
             continue

@@ -473,4 +473,4 @@ def test_parsed_fields_are_facets_and_a_click_filters(
           "the query in the URL")
     until(drv, lambda dr: text_of(dr, "#summary").startswith("1 line ·"), "exactly the line that did not parse")
     # the summary is written when the answer arrives, the rows at the next animation frame: wait for them
-    until(drv, lambda dr: [r for r in rows(dr) if "{not json" in r] and len(rows(dr)) == 1, "that line drawn")
+    until(drv, lambda dr: len(r := rows(dr)) == 1 and "{not json" in r[0], "that line drawn")

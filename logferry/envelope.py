@@ -280,12 +280,7 @@ class SourceEncoder:
         ``event.id`` is the same as :meth:`encode` gives the line: it depends on where the line
         is, never on what it says, so a re-read line replaces its first copy.
         """
-        # _quoted(text) without its call (0.05 µs a line): a lone surrogate, or no orjson (_dumps None),
-        # raises TypeError and goes to it
-        try:
-            msg = _dumps(text)  # type: ignore[misc]
-        except TypeError:
-            msg = _quoted(text)
+        msg = _quoted(text)
         off = b"%d" % offset
         h = self._h0.copy()
         h.update(off)

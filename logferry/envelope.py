@@ -46,6 +46,11 @@ try:  # dumps: a C escaper (SIMD), byte-identical to encode_basestring's for eve
 except ImportError:  # pragma: no cover - orjson is a dependency; a source checkout may lack it
     _dumps = _fast_loads = None
 
+try:  # record_keys: reads the three fields the transfer needs, checks the rest without building it
+    import msgspec
+except ImportError:  # pragma: no cover - msgspec is a dependency; a source checkout may lack it
+    msgspec = None
+
 __all__ = [
     "AGENT_TYPE",
     "EnvelopeError",
@@ -57,6 +62,7 @@ __all__ = [
     "format_timestamp",
     "journal_document",
     "journal_record",
+    "record_keys",
     "source_key",
 ]
 
@@ -383,6 +389,51 @@ def check_record(raw: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     """
     doc = _fast_doc(raw)
     return _checked(_standard_doc(raw) if doc is None else doc)
+
+
+if msgspec is not None:
+    class _EventId(msgspec.Struct):
+        id: str
+
+    class _RecordKeys(msgspec.Struct):
+        message: str
+        timestamp: str = msgspec.field(name="@timestamp")
+        event: _EventId
+
+    _decode_keys: Any = msgspec.json.Decoder(_RecordKeys).decode
+else:  # pragma: no cover
+    _decode_keys = None
+
+
+def record_keys(raw: Any) -> tuple[str, str] | None:
+    """``(@timestamp, event.id)`` of a usual record that :func:`check_record` would accept, read
+    without building the object; None for anything else (:func:`check_record` then decides, with
+    its words for what is wrong).
+
+    Why: the transfer sends a record on as it is and reads only these two fields (and checks
+    ``message``), yet decoding the whole record into a dict and freeing it was a fifth of its
+    main thread's CPU per document. msgspec decodes into a three-field struct and only checks the
+    JSON syntax of the rest: 0.71 µs instead of orjson's 1.28 on the bench's records. It does not
+    check UTF-8 inside the strings it skips, so only an all-ASCII value (always valid UTF-8; what
+    the agent writes for ASCII text, and escapes are ASCII) takes this path; a value with a CR or
+    LF is re-serialised by the transfer from the object, so it needs the object. The fields are
+    the standard decoder's (a key given twice: the last, as json.loads); NaN, Infinity, bad
+    escapes and lone surrogates make msgspec refuse, and the standard path decides.
+    """
+    if _decode_keys is None or type(raw) is not bytes or 10 in raw or 13 in raw or not raw.isascii():
+        return None
+    try:
+        keys = _decode_keys(raw)
+    except Exception:  # msgspec's DecodeError/ValidationError, RecursionError: said by the standard path
+        return None
+    ts, eid = keys.timestamp, keys.event.id
+    if not eid or (len(eid) * 4 > _MAX_ID_BYTES and len(eid.encode("utf-8", "surrogatepass")) > _MAX_ID_BYTES):
+        return None
+    try:
+        datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    return ts, eid
 
 
 def _checked(doc: Any) -> dict[str, Any]:

@@ -140,3 +140,66 @@ def test_decode_record_accepts_and_refuses_exactly_what_json_loads_did(monkeypat
            "\ud83d\ude00" * 129: False}
     for eid, ok in ids.items():
         assert isinstance(verdict(json.dumps({**doc, "event": {"id": eid}}).encode()), dict) is ok, len(eid)
+
+
+def _odd_records() -> list[bytes | None]:
+    """Records the fast path must either read as check_record does or leave to it."""
+    good = envelope()
+    doc = json.loads(good)
+    base = good[:-1]
+    return [
+        good, envelope("é \"quoted\" \\ tab\t"), envelope("\ud83d\ude00 emoji"), b" " + good, good + b"  ",
+        good + b"\n", good + b"\r", good + b"x", b"\xef\xbb\xbf" + good, None, b"", b"null", b"[]", b'"s"',
+        b"not json", b"\xff",
+        base + b',"f":NaN}', base + b',"f":Infinity}', base + b',"f":"\\ud800"}', base + b',"f":"\xff\xfe"}',
+        base + b',"f":"\\x"}', base + b',"f":01}', base + b',"f":"a\x01b"}', base + b',"f":[1,2}',
+        base + b',"f":123456789012345678901234567890}', base + b',"f":' + b"[" * 3000 + b"]" * 3000 + b"}",
+        base + b',"message":"last one wins"}', base + b',"@timestamp":"2024-06-01T00:00:00Z"}',
+        base + b',"@timestamp":"not a date"}', base + b',"event":{"id":"second"}}',
+        base + b',"message":7}', base + b',"event":{"id":""}}', base + b',"event":{"other":1}}',
+        json.dumps({**doc, "message": 1}).encode(),
+        json.dumps({k: v for k, v in doc.items() if k != "message"}).encode(),
+        json.dumps({**doc, "@timestamp": "yesterday"}).encode(), json.dumps({**doc, "@timestamp": 5}).encode(),
+        json.dumps({**doc, "event": {"id": 7}}).encode(), json.dumps({**doc, "event": "x"}).encode(),
+        json.dumps({**doc, "event": {"id": "x" * 512}}).encode(),
+        json.dumps({**doc, "event": {"id": "x" * 513}}).encode(),
+        json.dumps({**doc, "event": {"id": "é" * 256}}).encode(),
+        json.dumps({**doc, "event": {"id": "é" * 257}}).encode(),
+        json.dumps({**doc, "event": {"id": "\ud83d\ude00" * 129}}).encode(),
+        json.dumps({**doc, "@timestamp": "2024-05-01T23:30:00+02:00"}).encode(), json.dumps(doc, indent=2).encode(),
+    ]
+
+
+def test_the_fast_path_decides_exactly_as_check_record(monkeypatch) -> None:
+    """record_keys (msgspec, three fields) must give the same IndexItem or DeadLetter as the full
+    decode for every record: it reads only all-ASCII values without CR/LF and leaves anything it
+    does not accept to check_record, whose words say what is wrong."""
+    import transfer.records as records_module
+
+    cases = _odd_records()
+    fast = [prepare(src(raw), CFG) for raw in cases]
+    with monkeypatch.context() as m:
+        m.setattr(records_module, "record_keys", lambda raw: None)
+        full = [prepare(src(raw), CFG) for raw in cases]
+    assert sum(isinstance(f, IndexItem) for f in full) >= 15  # the battery holds many good records
+    for raw, f, w in zip(cases, fast, full, strict=True):
+        assert type(f) is type(w), raw[:80] if raw else raw
+        if isinstance(w, IndexItem):
+            assert (f.index, f.doc_id, f.lines) == (w.index, w.doc_id, w.lines), raw[:80]
+        else:
+            assert (f.reason, f.kind) == (w.reason, w.kind), raw[:80] if raw else raw
+
+
+def test_record_keys_reads_the_usual_record_and_leaves_the_rest_to_check_record() -> None:
+    from logferry.envelope import check_record, record_keys
+
+    good = envelope()
+    doc = check_record(good)
+    assert record_keys(good) == (doc["@timestamp"], doc["event"]["id"])
+    base = good[:-1]
+    assert record_keys(base + b',"@timestamp":"2024-06-01T00:00:00Z"}')[0] == "2024-06-01T00:00:00Z"  # the last
+    for raw in (None, "text", bytearray(good), good + b"\n", b"\r" + good, envelope("é"), base + b',"f":"\xff"}',
+                base + b',"f":NaN}', base + b',"f":"\\ud800"}', good + b"x", b"[]", base + b',"message":7}',
+                base + b',"@timestamp":"not a date"}', base + b',"event":{"id":""}}',
+                json.dumps({**json.loads(good), "event": {"id": "x" * 513}}).encode()):
+        assert record_keys(raw) is None, raw

@@ -144,14 +144,20 @@ class Pipeline:
         # are not ours to index or commit (a late commit would move the group's offset back).
         gone: set[TP] = set()
         self._dropped_in_call = gone
+        # (full() inlined and the lookups hoisted: this loop runs once per record; the config
+        # changes only between calls, in the main loop)
+        cfg = self.cfg
+        max_docs, max_bytes = (cfg.bulk_max_docs, cfg.bulk_max_bytes) if cfg is not None else (0, 0)
+        add = self._add
         try:
             for m in msgs:
-                if gone and (m.topic(), m.partition()) in gone:
+                topic, partition = m.topic(), m.partition()
+                if gone and (topic, partition) in gone:
                     continue
                 ts_type, ts = m.timestamp()
-                self._add(Source(m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts if ts_type else None))
+                add(Source(topic, partition, m.offset(), m.key(), m.value(), ts if ts_type else None))
                 n += 1
-                if self.full():
+                if len(self._sources) >= max_docs or self._bytes >= max_bytes:
                     self.dispatch(keepalive, abort)
         finally:
             self._dropped_in_call = None
@@ -163,21 +169,22 @@ class Pipeline:
 
     def _add(self, src: Source) -> None:
         assert self.cfg is not None, "records consumed before a transfer config was applied"
+        tp = src.tp
         try:
-            skipped_from = self.tracker.add(src.tp, src.offset)
+            skipped_from = self.tracker.add(tp, src.offset)
         except ValueError as e:
             # The consumer went back (an offset reset): what we hold of that partition is stale.
             log.warning("%s; forgetting the records of %s[%d] in flight, they are consumed again", e,
                         src.topic, src.partition)
-            self.drop({src.tp})
-            skipped_from = self.tracker.add(src.tp, src.offset)
+            self.drop({tp})
+            skipped_from = self.tracker.add(tp, src.offset)
         if skipped_from is not None and self.gaps is not None:
             self._check_skip(src, skipped_from)
         if not self._sources:
             self._since = self.clock()
         self._sources.append(src)
         prepared = prepare(src, self.cfg)
-        if isinstance(prepared, IndexItem):
+        if type(prepared) is IndexItem:
             self._items.append(prepared)
             self._bytes += len(prepared.lines)
         else:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _esc  # type: ignore[attr-defined]
 from typing import Any
 
-from logferry.envelope import EnvelopeError, check_record
+from logferry.envelope import EnvelopeError, check_record, record_keys
 from logferry.schema import SchemaError, TransferConfig, index_name
 
 __all__ = ["DeadLetter", "IndexItem", "Source", "action_line", "document_line", "prepare"]
@@ -116,17 +116,28 @@ def _index_for(cfg: TransferConfig, topic: str, timestamp: str) -> str:
 
 
 def prepare(src: Source, cfg: TransferConfig) -> IndexItem | DeadLetter:
-    """Decide what to do with one consumed record."""
+    """Decide what to do with one consumed record.
+
+    The usual record (:func:`record_keys`: its two fields read without building the object) goes
+    on as it is; anything else is decoded and checked by :func:`check_record`, which says what is
+    wrong, and re-serialised when it holds a newline.
+    """
     raw = src.value
-    if raw is None:
-        return DeadLetter(src, "not a logferry record: empty value (tombstone)", "invalid_record")
+    keys = record_keys(raw)
+    if keys is not None:
+        timestamp, doc_id = keys
+        line = raw + b"\n"
+    else:
+        if raw is None:
+            return DeadLetter(src, "not a logferry record: empty value (tombstone)", "invalid_record")
+        try:
+            doc = check_record(raw)
+        except EnvelopeError as e:
+            return DeadLetter(src, str(e), "invalid_record")
+        timestamp, doc_id = doc["@timestamp"], doc["event"]["id"]
+        line = document_line(raw, doc)
     try:
-        doc = check_record(raw)
-    except EnvelopeError as e:
-        return DeadLetter(src, str(e), "invalid_record")
-    try:
-        index = _index_for(cfg, src.topic, doc["@timestamp"])
+        index = _index_for(cfg, src.topic, timestamp)
     except SchemaError as e:
         return DeadLetter(src, f"no index for it: {e}", "invalid_record")
-    doc_id = doc["event"]["id"]
-    return IndexItem(src, index, doc_id, action_line(index, doc_id) + document_line(raw, doc))
+    return IndexItem(src, index, doc_id, action_line(index, doc_id) + line)

@@ -261,6 +261,11 @@ def _transfer(a: argparse.Namespace, stack: common.StackRef, work: Path, results
             results["transfer"].append(fn())
         except Exception as e:
             _fail(results, f"transfer {name}", e)
+    if peers:
+        try:
+            results["transfer_es_core"] = transfer_bench.run_es_own_core(stack, work, src, values, timeout_s=timeout)
+        except Exception as e:
+            _fail(results, "transfer with ES on its own core", e)
     common.delete_topics(stack.kafka, [src])
 
 

@@ -11,9 +11,12 @@ of the index equals the record count, i.e. until everything is searchable.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -376,3 +379,72 @@ def run_direct_bulk(stack: StackRef, values: list[bytes], *, threads: int = 3, t
                   count=n, threads=threads, posted_s=round(t_posted - t0, 2), errors=errors[:3])
     say(f"direct bulk: {res['docs_per_s'] or 0:,} docs/s ({t1 - t0:.1f}s; all posted after {t_posted - t0:.1f}s)")
     return res
+
+
+# ------------------------------------------------------------------------------------ ES on its own core
+def _pin(pid: int | None, cores: set[int]) -> None:
+    """Every thread of ``pid`` on ``cores`` (``taskset -a -p``); a thread that ended meanwhile is skipped."""
+    if not pid:
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with suppress(OSError):
+            os.sched_setaffinity(int(tid), cores)
+
+
+@contextmanager
+def es_on_own_core(stack: StackRef) -> Iterator[bool]:
+    """Elasticsearch on the first core; Kafka, this thread and what it starts (the contender: the
+    logtransfer process, direct bulk's posting threads) on the others. Yields False (nothing
+    pinned) on a one-core machine.
+
+    Why: with every process on both cores, the contender's own CPU is taken from ES, which is
+    CPU-bound here; direct bulk posts bodies built before its clock starts and takes almost none.
+    That measures the transfer's CPU cost, not whether it feeds ES as fast as ES can take, which
+    is the question where ES runs on its own nodes. Pinned, ES has the same one core for both.
+    """
+    all_cores = os.sched_getaffinity(0)
+    cores = sorted(all_cores)
+    if len(cores) < 2:
+        yield False
+        return
+    es, rest = {cores[0]}, set(cores[1:])
+    _pin(stack.pid("es1"), es)
+    _pin(stack.pid("kafka"), rest)
+    os.sched_setaffinity(0, rest)
+    try:
+        yield True
+    finally:
+        os.sched_setaffinity(0, all_cores)
+        _pin(stack.pid("kafka"), all_cores)
+        _pin(stack.pid("es1"), all_cores)
+
+
+def run_es_own_core(stack: StackRef, work: Path, topic: str, values: list[bytes], *, timeout_s: float,
+                    pairs: int = 1) -> dict | None:
+    """logtransfer and direct bulk with ES on its own core, in ABBA order (direct, logtransfer,
+    logtransfer, direct per pair); the ratio is summed documents over summed seconds, so a drift of
+    the machine's speed weighs on both alike. None on a one-core machine."""
+    runs: list[dict] = []
+    with es_on_own_core(stack) as pinned:
+        if not pinned:
+            return None
+        say("Kafka → ES with Elasticsearch on its own core (ES: core 0; Kafka and the contender: the rest)")
+        for _ in range(pairs):
+            for tool in ("direct bulk", "logtransfer", "logtransfer", "direct bulk"):
+                if tool == "direct bulk":
+                    r = run_direct_bulk(stack, values, threads=3, timeout_s=timeout_s)
+                else:
+                    r = run_logtransfer(stack, work, topic, len(values), timeout_s=timeout_s)
+                runs.append(r)
+    return {"runs": runs, "ratio": es_own_core_ratio(runs)}
+
+
+def es_own_core_ratio(runs: list[dict]) -> float | None:
+    """logtransfer's summed docs over summed seconds against direct bulk's (runs that failed left out)."""
+    def rate(tool: str) -> float | None:
+        ok = [r for r in runs if r["tool"] == tool and r.get("ok")]
+        secs = sum(r["seconds"] for r in ok)
+        return sum(r["docs"] for r in ok) / secs if ok and secs > 0 else None
+
+    lt, d = rate("logtransfer"), rate("direct bulk")
+    return round(lt / d, 2) if lt and d else None

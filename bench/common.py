@@ -119,6 +119,28 @@ class RssSampler:
         return {"rss_mean_mb": round(sum(s) / len(s), 1), "rss_max_sampled_mb": round(max(s), 1)}
 
 
+def abba(one: list[str], pairs: int) -> list[str]:
+    """Runs in ABBA order: ``one`` for the first pair, reversed for the second, and so on
+    (``["a", "b"]``, 2 pairs: a, b, b, a).
+
+    Why: the machine's cores are shared and its speed drifts over a part's minutes; in ABBA order
+    each variant's runs sit symmetrically in time, so a drift that is linear over the runs adds as
+    much to one variant's summed time as to the other's (with :func:`summed_rate`).
+    """
+    out: list[str] = []
+    for k in range(pairs):
+        out += one if k % 2 == 0 else one[::-1]
+    return out
+
+
+def summed_rate(runs: list[dict], count: str) -> float | None:
+    """The runs' summed ``count`` (``lines``, ``docs``) over their summed seconds; failed runs left
+    out; None when none completed."""
+    ok = [r for r in runs if r.get("ok")]
+    secs = sum(r["seconds"] for r in ok)
+    return sum(r[count] for r in ok) / secs if ok and secs > 0 else None
+
+
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 

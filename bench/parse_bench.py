@@ -65,20 +65,12 @@ def write(path: Path, lines: int, make) -> Path:
 
 
 def order(pairs: int, baseline: bool) -> list[str]:
-    """The runs of one data set, in ABBA order: ``plain, parsed, parsed, plain`` for 2 pairs (every second
-    pair reversed), the baseline's parsed run between the two when there is one (``plain, before,
-    parsed, parsed, before, plain``).
-
-    Why: the machine's two cores are shared, and its speed drifts over a part's minutes; a single
-    plain/parsed pair put all of that drift into the ratio (0.72x and 0.68x for the same code in two
-    runs). In ABBA order each variant's runs sit symmetrically in time, so a drift that is linear over
-    the runs adds as much to one variant's summed time as to the other's.
+    """The runs of one data set, in ABBA order (``common.abba``: why): ``plain, parsed, parsed, plain``
+    for 2 pairs, the baseline's parsed run between the two when there is one (``plain, before, parsed,
+    parsed, before, plain``). One plain/parsed pair put the machine's drift whole into the ratio (0.72x
+    and 0.68x for the same code in two runs).
     """
-    one = ["plain", "before", "parsed"] if baseline else ["plain", "parsed"]
-    out: list[str] = []
-    for k in range(pairs):
-        out += one if k % 2 == 0 else one[::-1]
-    return out
+    return common.abba(["plain", "before", "parsed"] if baseline else ["plain", "parsed"], pairs)
 
 
 def summarize(runs: list[dict]) -> dict | None:
@@ -100,8 +92,8 @@ def summarize(runs: list[dict]) -> dict | None:
 
     def agg(variant: str) -> tuple[int, float]:
         rs = by[variant]
-        lines, secs, cpu = sum(r["lines"] for r in rs), sum(r["seconds"] for r in rs), sum(r["cpu_s"] for r in rs)
-        return round(lines / secs), round(cpu / lines * 1e6, 2)
+        lines, cpu = sum(r["lines"] for r in rs), sum(r["cpu_s"] for r in rs)
+        return round(common.summed_rate(rs, "lines")), round(cpu / lines * 1e6, 2)
 
     plain_lps, plain_cpu = agg("plain")
     parsed_lps, parsed_cpu = agg("parsed")

@@ -25,6 +25,7 @@ from integration.harness import Daemon
 from .common import (
     RssSampler,
     StackRef,
+    abba,
     cpu_seconds,
     es_count,
     es_delete_index,
@@ -33,6 +34,7 @@ from .common import (
     put_key,
     rss_mb,
     say,
+    summed_rate,
     thread_cpu,
 )
 
@@ -407,44 +409,39 @@ def es_on_own_core(stack: StackRef) -> Iterator[bool]:
     if len(cores) < 2:
         yield False
         return
-    es, rest = {cores[0]}, set(cores[1:])
-    _pin(stack.pid("es1"), es)
-    _pin(stack.pid("kafka"), rest)
+    es, kafka = stack.pid("es1"), stack.pid("kafka")
+    rest = set(cores[1:])
+    _pin(es, {cores[0]})
+    _pin(kafka, rest)
     os.sched_setaffinity(0, rest)
     try:
         yield True
     finally:
         os.sched_setaffinity(0, all_cores)
-        _pin(stack.pid("kafka"), all_cores)
-        _pin(stack.pid("es1"), all_cores)
+        _pin(kafka, all_cores)
+        _pin(es, all_cores)
 
 
 def run_es_own_core(stack: StackRef, work: Path, topic: str, values: list[bytes], *, timeout_s: float,
-                    pairs: int = 1) -> dict | None:
-    """logtransfer and direct bulk with ES on its own core, in ABBA order (direct, logtransfer,
-    logtransfer, direct per pair); the ratio is summed documents over summed seconds, so a drift of
-    the machine's speed weighs on both alike. None on a one-core machine."""
+                    pairs: int = 2) -> dict | None:
+    """logtransfer and direct bulk with ES on its own core, in ABBA order (``common.abba``: direct,
+    logtransfer, logtransfer, direct for 2 pairs); the ratio is summed documents over summed
+    seconds, so a drift of the machine's speed weighs on both alike. None on a one-core machine."""
     runs: list[dict] = []
     with es_on_own_core(stack) as pinned:
         if not pinned:
             return None
         say("Kafka → ES with Elasticsearch on its own core (ES: core 0; Kafka and the contender: the rest)")
-        for _ in range(pairs):
-            for tool in ("direct bulk", "logtransfer", "logtransfer", "direct bulk"):
-                if tool == "direct bulk":
-                    r = run_direct_bulk(stack, values, threads=3, timeout_s=timeout_s)
-                else:
-                    r = run_logtransfer(stack, work, topic, len(values), timeout_s=timeout_s)
-                runs.append(r)
+        for tool in abba(["direct bulk", "logtransfer"], pairs):
+            if tool == "direct bulk":
+                runs.append(run_direct_bulk(stack, values, threads=3, timeout_s=timeout_s))
+            else:
+                runs.append(run_logtransfer(stack, work, topic, len(values), timeout_s=timeout_s))
     return {"runs": runs, "ratio": es_own_core_ratio(runs)}
 
 
 def es_own_core_ratio(runs: list[dict]) -> float | None:
     """logtransfer's summed docs over summed seconds against direct bulk's (runs that failed left out)."""
-    def rate(tool: str) -> float | None:
-        ok = [r for r in runs if r["tool"] == tool and r.get("ok")]
-        secs = sum(r["seconds"] for r in ok)
-        return sum(r["docs"] for r in ok) / secs if ok and secs > 0 else None
-
-    lt, d = rate("logtransfer"), rate("direct bulk")
+    lt = summed_rate([r for r in runs if r["tool"] == "logtransfer"], "docs")
+    d = summed_rate([r for r in runs if r["tool"] == "direct bulk"], "docs")
     return round(lt / d, 2) if lt and d else None

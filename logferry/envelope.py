@@ -427,13 +427,22 @@ def record_keys(raw: Any) -> tuple[str, str] | None:
     except Exception:  # msgspec's DecodeError/ValidationError, RecursionError: said by the standard path
         return None
     ts, eid = keys.timestamp, keys.event.id
-    if not eid or (len(eid) * 4 > _MAX_ID_BYTES and len(eid.encode("utf-8", "surrogatepass")) > _MAX_ID_BYTES):
-        return None
+    return (ts, eid) if _usable_id(eid) and _iso(ts) else None
+
+
+def _usable_id(eid: str) -> bool:
+    """A non-empty ``_id`` of at most 512 bytes (at most 4 bytes a character: a short id needs no
+    encoding to be measured)."""
+    return bool(eid) and not (len(eid) * 4 > _MAX_ID_BYTES
+                              and len(eid.encode("utf-8", "surrogatepass")) > _MAX_ID_BYTES)
+
+
+def _iso(ts: str) -> bool:
     try:
         datetime.fromisoformat(ts)
     except ValueError:
-        return None
-    return ts, eid
+        return False
+    return True
 
 
 def _checked(doc: Any) -> dict[str, Any]:
@@ -448,17 +457,13 @@ def _checked(doc: Any) -> dict[str, Any]:
         raise EnvelopeError('missing "@timestamp"')
     if not isinstance(ts, str):
         raise EnvelopeError('"@timestamp" is not a string')
-    try:
-        datetime.fromisoformat(ts)
-    except ValueError:
-        raise EnvelopeError(f'"@timestamp" {ts[:40]!r} is not ISO-8601') from None
+    if not _iso(ts):
+        raise EnvelopeError(f'"@timestamp" {ts[:40]!r} is not ISO-8601')
     event = doc.get("event")
     eid = event.get("id") if isinstance(event, dict) else None
     if eid is None:
         raise EnvelopeError('missing "event.id"')
-    # (at most 4 bytes a character: a short id needs no encoding to be measured)
-    if not isinstance(eid, str) or not eid or (
-            len(eid) * 4 > _MAX_ID_BYTES and len(eid.encode("utf-8", "surrogatepass")) > _MAX_ID_BYTES):
+    if not isinstance(eid, str) or not _usable_id(eid):
         raise EnvelopeError('"event.id" must be a non-empty string of at most 512 bytes')
     return doc
 

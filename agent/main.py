@@ -31,8 +31,8 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from itertools import chain
-from operator import itemgetter
+from itertools import chain, groupby, repeat
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,10 @@ SHUTDOWN_FLUSH_S = 15.0
 POLL_BYTES = 1 << 20
 #: lines of one input parsed together (Agent._parse_runs): a few of the JSON run path's chunks
 PARSE_CHUNK = 256
+#: what makes consecutive events one run of produce_events (one encoder, key and sink call)
+_run_key = attrgetter("source_id", "path", "fields", "topic", "input_id")
+_raw, _offset, _next_offset = attrgetter("raw"), attrgetter("offset"), attrgetter("next_offset")
+_truncated, _lines = attrgetter("truncated"), attrgetter("lines")
 #: longest sleep of an idle loop between polls (inotify, a flush deadline or a scan wakes it sooner)
 IDLE_WAIT_S = 1.0
 #: least time between two polls that read files to their end, per file read, and at most (the
@@ -319,7 +323,7 @@ class Agent:
                 pipe.dropped += 1
                 dropped.append(ev)
         if dropped:
-            self.tail.ack_many([(ev.identity, ev.next_offset) for ev in dropped])
+            self.tail.ack_events(dropped)
             self.metrics.lines_read.inc(len(dropped))
             self.metrics.bytes_read.inc(sum(ev.next_offset - ev.offset for ev in dropped))
         return kept
@@ -329,83 +333,111 @@ class Agent:
             events = self.drop_filtered(events)
         if not events:
             return
+        # Consecutive events of one file (same source, path, fields, topic, input) form a run: one
+        # encoder, one Kafka key, one call into the sink. groupby and attrgetter find the runs in C.
+        runs = [list(g) for _, g in groupby(events, _run_key)]
         # One stamp per batch. A line read before a crash gets the stamp it was sent with (the
         # stamp journal, written ahead of producing): same @timestamp, same daily index, so
         # Elasticsearch overwrites the replayed copy instead of keeping it twice.
         now = time.time()
-        stamp_for = self.stamps.stamp_for
-        stamps: list[float | None] = []  # None: `now`
+        stamps = self.stamps
+        stamp_for = stamps.stamp_for
+        run_stamps: list[list[float | None] | None] = []  # per run; None: every line `now`
         fresh: dict[str, list[int]] = {}  # source -> [start, end) of the lines stamped `now`
-        for ev in events:
-            ts = stamp_for(ev.source_id, ev.offset)
-            if ts is None:
-                span = fresh.get(ev.source_id)
+        for run in runs:
+            src = run[0].source_id
+            if stamps.none_from(src, min(map(_offset, run))):
+                # the usual case, lines never read before: no lookup a line
+                run_stamps.append(None)
+                span = fresh.get(src)
                 if span is None:
-                    fresh[ev.source_id] = [ev.offset, ev.next_offset]
+                    fresh[src] = [run[0].offset, run[-1].next_offset]
                 else:
-                    span[1] = ev.next_offset
-            stamps.append(ts)
+                    span[1] = run[-1].next_offset
+                continue
+            ts_list: list[float | None] = []
+            for ev in run:
+                ts = stamp_for(src, ev.offset)
+                if ts is None:
+                    span = fresh.get(src)
+                    if span is None:
+                        fresh[src] = [ev.offset, ev.next_offset]
+                    else:
+                        span[1] = ev.next_offset
+                ts_list.append(ts)
+            run_stamps.append(ts_list)
         if fresh:
             try:
-                self.stamps.record(((src, a, b) for src, (a, b) in fresh.items()), now)
+                stamps.record(((src, a, b) for src, (a, b) in fresh.items()), now)
             except OSError as e:  # the stamps are kept in memory; only a crash would lose them
-                self.save_failed("stamp journal", self.stamps.path, e)
+                self.save_failed("stamp journal", stamps.path, e)
         now_json = timestamp_json(now)
         ts_json: dict[float, bytes] = {}  # replayed stamps
         value_limit = self.sink.value_limit
-        limit = 0
         produce_many = self.sink.produce_many
         encoders = self._encoders
         nbytes = truncated = 0
-        # Consecutive events of one file (same source, path, fields, topic) form a run: one
-        # encoder, one Kafka key, one call into the sink.
-        run: list[tuple[bytes, Any]] = []
-        src = path = fields = topic = enc = inp = None
         pipes = self._pipes
-        pipe: InputPipeline | None = None
-        parser = None
-        parsed = self._parse_runs(events, stamps, now) if pipes else None  # (text, Parsed) of each parsed line
-        for ev, ts in zip(events, stamps, strict=True):
-            if ev.source_id is not src or ev.path is not path or ev.fields is not fields or ev.topic is not topic \
-                    or ev.input_id is not inp:
-                if run:
-                    produce_many(topic, enc.key, run)
-                    run = []
-                src, path, fields, topic, inp = ev.source_id, ev.path, ev.fields, ev.topic, ev.input_id
-                enc = encoders.get(src)
-                if enc is None or enc.path != path or enc.fields is not fields:
-                    enc = self._encoder(ev)
-                limit = value_limit(topic, len(enc.key))
-                pipe = pipes.get(inp) if pipes else None
-                parser = pipe.parser if pipe is not None else None
-            if ts is None:
-                tj = now_json
-            else:
-                tj = ts_json.get(ts)
-                if tj is None:
-                    tj = ts_json[ts] = timestamp_json(ts)
-            if parser is None:
-                value = enc.encode(ev.raw, ev.offset, tj, ev.truncated, ev.lines)
-            else:
-                # Parsed from the line alone (and its journalled read time): a line read again
-                # after a crash gets the same fields, @timestamp and event.id.
-                # (p: log_part, event_part, top_part, ts, error; the counts are _parse_runs')
-                text, p = next(parsed)  # type: ignore[arg-type]
-                if p[3] is not None:  # (lines of one second share their time: formatted once a batch)
-                    tj = ts_json.get(p[3])
+        parsed = None
+        if pipes:  # (text, Parsed) of each parsed line, in the order of `events`
+            flat: list[float | None] = []
+            for run, ts_list in zip(runs, run_stamps, strict=True):
+                flat.extend([None] * len(run) if ts_list is None else ts_list)
+            parsed = self._parse_runs(events, flat, now)
+        for run, ts_list in zip(runs, run_stamps, strict=True):
+            ev0 = run[0]
+            topic = ev0.topic
+            enc = encoders.get(ev0.source_id)
+            if enc is None or enc.path != ev0.path or enc.fields is not ev0.fields:
+                enc = self._encoder(ev0)
+            limit = value_limit(topic, len(enc.key))
+            pipe = pipes.get(ev0.input_id) if pipes else None
+            parser = pipe.parser if pipe is not None else None
+            nbytes += sum(map(_next_offset, run)) - sum(map(_offset, run))
+            if parser is None and ts_list is None:
+                # Plain fresh lines, the bulk of any agent's work: encoded by map in C, no bytecode a line.
+                values = list(map(enc.encode, map(_raw, run), map(_offset, run), repeat(now_json),
+                                  map(_truncated, run), map(_lines, run)))
+                if max(map(len, values)) > limit:
+                    for i, value in enumerate(values):
+                        if len(value) > limit:
+                            values[i] = self.fit(enc, run[i], now_json, value, limit)
+                            truncated += 1
+                        elif run[i].truncated:
+                            truncated += 1
+                else:
+                    truncated += sum(map(bool, map(_truncated, run)))
+                produce_many(topic, enc.key, list(zip(values, run, strict=True)))
+                continue
+            out: list[tuple[bytes, Any]] = []
+            for i, ev in enumerate(run):
+                ts = None if ts_list is None else ts_list[i]
+                if ts is None:
+                    tj = now_json
+                else:
+                    tj = ts_json.get(ts)
                     if tj is None:
-                        tj = ts_json[p[3]] = timestamp_json(p[3])
-                value = enc.encode_parsed(text, ev.offset, tj, ev.truncated, ev.lines, p[0], p[1], p[2],
-                                          p[4] is not None)
-            if len(value) > limit:
-                value = self.fit(enc, ev, tj, value, limit)
-                truncated += 1
-            elif ev.truncated:
-                truncated += 1
-            nbytes += ev.next_offset - ev.offset
-            run.append((value, ev))
-        if run:
-            produce_many(topic, enc.key, run)
+                        tj = ts_json[ts] = timestamp_json(ts)
+                if parser is None:
+                    value = enc.encode(ev.raw, ev.offset, tj, ev.truncated, ev.lines)
+                else:
+                    # Parsed from the line alone (and its journalled read time): a line read again
+                    # after a crash gets the same fields, @timestamp and event.id.
+                    # (p: log_part, event_part, top_part, ts, error; the counts are _parse_runs')
+                    text, p = next(parsed)  # type: ignore[arg-type]
+                    if p[3] is not None:  # (lines of one second share their time: formatted once a batch)
+                        tj = ts_json.get(p[3])
+                        if tj is None:
+                            tj = ts_json[p[3]] = timestamp_json(p[3])
+                    value = enc.encode_parsed(text, ev.offset, tj, ev.truncated, ev.lines, p[0], p[1], p[2],
+                                              p[4] is not None)
+                if len(value) > limit:
+                    value = self.fit(enc, ev, tj, value, limit)
+                    truncated += 1
+                elif ev.truncated:
+                    truncated += 1
+                out.append((value, ev))
+            produce_many(topic, enc.key, out)
         # prometheus' inc() takes a lock: once per batch
         self.metrics.lines_read.inc(len(events))
         self.metrics.bytes_read.inc(nbytes)
@@ -599,7 +631,7 @@ class Agent:
                     self.metrics.lines_sent.inc(len(jacked))
                     if self.refusals.files:
                         self._probes_accepted(jacked)
-            self.tail.ack_many([(ev.identity, ev.next_offset) for ev in acked])
+            self.tail.ack_events(acked)
             self.metrics.lines_sent.inc(len(acked))
             if self.refusals.files:
                 self._probes_accepted(acked)

@@ -78,6 +78,12 @@ class StampJournal:
         ends.insert(i + 1, end)
         stamps.insert(i + 1, ts)
 
+    def none_from(self, source: str, offset: int) -> bool:
+        """True when :meth:`stamp_for` is None for every offset from ``offset`` on: no line there was
+        sent before. The usual case, checked once for a run of lines instead of once a line."""
+        r = self._ranges.get(source)
+        return r is None or not r[1] or offset >= r[1][-1]
+
     def stamp_for(self, source: str, offset: int) -> float | None:
         """The timestamp a line at ``offset`` of ``source`` was sent with before, if it was."""
         r = self._ranges.get(source)

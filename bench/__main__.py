@@ -72,6 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--agent-src", type=Path,
                     help="run logagent from this source tree (PYTHONPATH) instead of the installed one: "
                          "for measuring a patch before/after")
+    ap.add_argument("--src", type=Path,
+                    help="run logagent and logtransfer from this source tree (PYTHONPATH): for measuring older "
+                         "code on today's machine (e.g. a 'git worktree' of the commit before a change)")
     ap.add_argument("--out", type=Path,
                     help="results JSON (default bench/results/latest.json; run.json with --no-report, "
                          "quick.json with --quick)")
@@ -102,6 +105,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
+def use_sources(src: Path | None, agent_src: Path | None) -> dict[str, str]:
+    """Point the daemons the bench starts at other source trees; what to record in the results.
+
+    ``--src`` moves both logagent and logtransfer (older code measured on today's machine, beside
+    today's peers); ``--agent-src`` then overrides the agent's alone.
+    """
+    out: dict[str, str] = {}
+    if src is not None:
+        common.AGENT_ENV["PYTHONPATH"] = common.TRANSFER_ENV["PYTHONPATH"] = str(src.resolve())
+        out["agent_src"] = out["transfer_src"] = str(src.resolve())
+    if agent_src is not None:
+        common.AGENT_ENV["PYTHONPATH"] = out["agent_src"] = str(agent_src.resolve())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     from . import latency, manyfiles, throughput
@@ -117,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "journal": None,
         "errors": [],
     }
-    if a.agent_src:
-        common.AGENT_ENV["PYTHONPATH"] = str(a.agent_src.resolve())
-        results["agent_src"] = str(a.agent_src.resolve())
+    results.update(use_sources(a.src, a.agent_src))
     peers = not a.skip_peers and common.ensure_peers()
     results["versions"] = common.versions()
     tmp = None

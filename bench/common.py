@@ -37,6 +37,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
+def idle_seconds() -> float:
+    """CPU-seconds the whole machine spent idle (idle + iowait, all cores) since boot, from /proc/stat.
+
+    The difference over a run says how much of the cores nobody used: on this 2-core machine the
+    transfer's runs are judged against ES's capacity, so unused CPU is pacing lost, not saved.
+    """
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return (int(fields[4]) + int(fields[5])) / CLK_TCK
+
+
 def tree_cpu(pid: int) -> float:
     """CPU seconds of ``pid`` with its children: its own utime+stime, its reaped children's
     (cutime+cstime) and its live children's utime+stime. For a process without children (the file
@@ -400,6 +411,8 @@ def es_delete_index(es: str, pattern: str) -> None:
 # ---------------------------------------------------------------------------------- agent
 #: environment added to every agent the bench starts (``--agent-src`` sets PYTHONPATH here)
 AGENT_ENV: dict[str, str] = {}
+#: environment added to every logtransfer the bench starts (``--src`` sets PYTHONPATH here)
+TRANSFER_ENV: dict[str, str] = {}
 
 
 @dataclass

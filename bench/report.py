@@ -9,6 +9,29 @@ START = "<!-- bench:results:start (written by `make bench`; edit outside these m
 END = "<!-- bench:results:end -->"
 
 
+def _cores(cpu_s: float | None, r: dict) -> str:
+    return "—" if cpu_s is None or not r.get("seconds") else f"{cpu_s / r['seconds']:.2f}"
+
+
+def _cores_table(runs: list[dict]) -> list[str]:
+    """Where the machine's cores went during each Kafka → ES run: CPU-seconds ÷ the run's seconds.
+
+    Why: on shared cores ES is the bottleneck, so what the contender and the broker take, and what
+    nobody uses (idle: pacing lost), is what separates a contender from direct bulk.
+    """
+    runs = [r for r in runs if r.get("idle_cpu_s") is not None]
+    if not runs:
+        return []
+    out = ["Where the cores went during each run (CPU-seconds ÷ the run's seconds; direct bulk's posting "
+           "threads are the bench's own, its bodies built before its clock starts):", "",
+           "| tool | ES cores | Kafka broker cores | the contender's cores | idle cores |",
+           "|---|---:|---:|---:|---:|"]
+    for r in runs:
+        out.append(f"| {r['tool']} | {_cores(r.get('es_cpu_s'), r)} | {_cores(r.get('kafka_cpu_s'), r)} | "
+                   f"{_cores(r.get('cpu_s'), r)} | {_cores(r.get('idle_cpu_s'), r)} |")
+    return [*out, ""]
+
+
 def _find(rows: list[dict], tool: str, **match) -> dict | None:
     for r in rows:
         if r.get("tool") == tool and all(r.get(k) == v for k, v in match.items()):
@@ -141,6 +164,7 @@ def markdown(res: dict) -> str:
                 f"{_n(_ratio(r['docs_per_s'], d and d['docs_per_s']), '{}×')} | "
                 f"{_n(_ratio(r['docs_per_s'], rs and rs['docs_per_s']), '{}×')} |")
         lines.append("")
+        lines += _cores_table(tr)
     own = res.get("transfer_es_core")
     if own:
         lines += ["With Elasticsearch on its own core (ES on core 0; Kafka, logtransfer and direct bulk's posting "

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from integration.harness import Daemon
 
 from .common import (
+    TRANSFER_ENV,
     RssSampler,
     StackRef,
     abba,
@@ -30,6 +31,7 @@ from .common import (
     es_count,
     es_delete_index,
     es_request,
+    idle_seconds,
     post_bulks,
     put_key,
     rss_mb,
@@ -111,11 +113,7 @@ def _result(tool: str, docs: int, seconds: float, ok: bool, cpu: float | None, p
 
 
 def _es_cpu(stack: StackRef) -> float | None:
-    pid = stack.pid("es1")
-    try:
-        return cpu_seconds(pid) if pid else None
-    except OSError:
-        return None
+    return _proc_cpu(stack, "es1")
 
 
 def es_jit_cpu(stack: StackRef) -> float | None:
@@ -137,14 +135,28 @@ def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(b - a, 1)
 
 
-def _es_sample(stack: StackRef) -> tuple[float | None, float | None]:
-    """ES's CPU seconds, all threads and JIT compiler threads, before or after a run."""
-    return _es_cpu(stack), es_jit_cpu(stack)
+def _proc_cpu(stack: StackRef, service: str) -> float | None:
+    pid = stack.pid(service)
+    try:
+        return cpu_seconds(pid) if pid else None
+    except OSError:
+        return None
 
 
-def _es_spent(before: tuple[float | None, float | None], after: tuple[float | None, float | None]) -> dict:
-    """What a run cost ES: ``es_cpu`` (for :func:`_result`) and ``es_jit_cpu_s``."""
-    return {"es_cpu": _delta(before[0], after[0]), "es_jit_cpu_s": _delta(before[1], after[1])}
+Sample = tuple[float | None, float | None, float | None, float]
+
+
+def _es_sample(stack: StackRef) -> Sample:
+    """Before or after a run: ES's CPU seconds (all threads, JIT compiler threads), the Kafka broker's,
+    and the machine's idle CPU-seconds."""
+    return _es_cpu(stack), es_jit_cpu(stack), _proc_cpu(stack, "kafka"), idle_seconds()
+
+
+def _es_spent(before: Sample, after: Sample) -> dict:
+    """What a run cost ES (``es_cpu`` for :func:`_result`, ``es_jit_cpu_s``), the broker
+    (``kafka_cpu_s``) and how much CPU nobody used meanwhile (``idle_cpu_s``)."""
+    return {"es_cpu": _delta(before[0], after[0]), "es_jit_cpu_s": _delta(before[1], after[1]),
+            "kafka_cpu_s": _delta(before[2], after[2]), "idle_cpu_s": _delta(before[3], after[3])}
 
 
 def warm_up_es(stack: StackRef, values: list[bytes], *, rounds: int = 3, timeout_s: float = 300) -> list[dict]:
@@ -225,7 +237,7 @@ class TransferRun:
                  overrides: dict | None = None, env: dict | None = None) -> None:
         self.stack, self.home, self.prefix = stack, home, prefix
         self.config = {"topics": topics, "index": index} | (overrides or {})
-        self.env = env
+        self.env = dict(TRANSFER_ENV) if env is None else env
         self.proc: Daemon | None = None
         self.log = home / "logtransfer.log"
 

@@ -32,3 +32,14 @@ def test_the_goal_and_the_table_show_the_pinned_runs_beside_the_shared_ones() ->
     assert "With Elasticsearch on its own core" in md
     assert "| 3 | logtransfer | 21.0 | 23,810 |" in md
     assert "logtransfer ÷ direct bulk: **0.85×**" in md
+
+
+def test_the_cores_table_divides_each_process_cpu_by_the_run_seconds() -> None:
+    lt = _run("logtransfer", 12.5) | {"cpu_s": 3.55, "es_cpu_s": 18.9, "kafka_cpu_s": 2.0, "idle_cpu_s": 3.1}
+    db = _run("direct bulk", 8.0) | {"es_cpu_s": 15.2, "kafka_cpu_s": 0.1, "idle_cpu_s": 0.4}
+    old = _run("rsyslog", 10.0)  # a result from before the column: no row rather than a wrong one
+    md = markdown({"transfer": [lt, db, old]})
+    assert "| logtransfer | 1.51 | 0.16 | 0.28 | 0.25 |" in md
+    assert "| direct bulk | 1.90 | 0.01 | — | 0.05 |" in md
+    assert "| rsyslog | 1.60 |" not in md
+    assert "Where the cores went" not in markdown({"transfer": [old]})

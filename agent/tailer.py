@@ -499,14 +499,19 @@ class TailManager:
             seg = f.pending[0]
             if not seg.ack_run(offsets):
                 return None
-            if seg.gen == f.gen:
-                f.acked_upto = seg.done
-            if seg.head == len(seg.offs) and not seg.acked:
-                f.pending.remove(seg)
-                if not f.pending:
-                    self._settle(f)
+            self._acked_in(f, seg)
             return f
         return None
+
+    def _acked_in(self, f: _File, seg: _Pending) -> None:
+        """After ``seg`` of ``f`` took acknowledgements: move the file's acknowledged offset, and
+        drop the segment once every event of it is acknowledged."""
+        if seg.gen == f.gen:
+            f.acked_upto = seg.done
+        if seg.head == len(seg.offs) and not seg.acked:
+            f.pending.remove(seg)
+            if not f.pending:
+                self._settle(f)
 
     def wait(self, timeout_s: float) -> bool:
         """Sleep until a watched directory changes or ``timeout_s`` passes; True if woken by a change.
@@ -1242,12 +1247,7 @@ class TailManager:
         for f in self._routes.get(identity, ()):
             for seg in f.pending:
                 if seg.ack(next_offset):
-                    if seg.gen == f.gen:
-                        f.acked_upto = seg.done
-                    if seg.head == len(seg.offs) and not seg.acked:
-                        f.pending.remove(seg)
-                        if not f.pending:
-                            self._settle(f)
+                    self._acked_in(f, seg)
                     return f
         return None
 

@@ -112,10 +112,6 @@ def _result(tool: str, docs: int, seconds: float, ok: bool, cpu: float | None, p
             "es_cpu_s": None if es_cpu is None else round(es_cpu, 1)} | extra
 
 
-def _es_cpu(stack: StackRef) -> float | None:
-    return _proc_cpu(stack, "es1")
-
-
 def es_jit_cpu(stack: StackRef) -> float | None:
     """CPU seconds ES's JVM spent in its JIT compiler threads (``C2 CompilerThread…``, ``C1 …``).
 
@@ -149,7 +145,7 @@ Sample = tuple[float | None, float | None, float | None, float]
 def _es_sample(stack: StackRef) -> Sample:
     """Before or after a run: ES's CPU seconds (all threads, JIT compiler threads), the Kafka broker's,
     and the machine's idle CPU-seconds."""
-    return _es_cpu(stack), es_jit_cpu(stack), _proc_cpu(stack, "kafka"), idle_seconds()
+    return _proc_cpu(stack, "es1"), es_jit_cpu(stack), _proc_cpu(stack, "kafka"), idle_seconds()
 
 
 def _es_spent(before: Sample, after: Sample) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .common import summed_rate
+
 START = "<!-- bench:results:start (written by `make bench`; edit outside these markers) -->"
 END = "<!-- bench:results:end -->"
 
@@ -24,12 +26,21 @@ def _cores_table(runs: list[dict]) -> list[str]:
         return []
     out = ["Where the cores went during each run (CPU-seconds ÷ the run's seconds; direct bulk's posting "
            "threads are the bench's own, its bodies built before its clock starts):", "",
-           "| tool | ES cores | Kafka broker cores | the contender's cores | idle cores |",
-           "|---|---:|---:|---:|---:|"]
-    for r in runs:
-        out.append(f"| {r['tool']} | {_cores(r.get('es_cpu_s'), r)} | {_cores(r.get('kafka_cpu_s'), r)} | "
-                   f"{_cores(r.get('cpu_s'), r)} | {_cores(r.get('idle_cpu_s'), r)} |")
+           "| run | tool | ES cores | Kafka broker cores | the contender's cores | idle cores |",
+           "|---:|---|---:|---:|---:|---:|"]
+    for i, r in enumerate(runs, 1):
+        cores = [_cores(r.get(k), r) for k in ("es_cpu_s", "kafka_cpu_s", "cpu_s", "idle_cpu_s")]
+        out.append(f"| {r.get('run', i)} | {r['tool']} | {' | '.join(cores)} |")
     return [*out, ""]
+
+
+def docs_rate(runs: list[dict], tool: str) -> float | None:
+    """One contender's docs/s in part 2: its only run's figure, or its runs' summed docs over their
+    summed seconds when the bench ran it more than once (ABBA order, ``--transfer-pairs``)."""
+    mine = [r for r in runs if r.get("tool") == tool]
+    if len(mine) == 1:
+        return mine[0].get("docs_per_s")
+    return summed_rate(mine, "docs")
 
 
 def _find(rows: list[dict], tool: str, **match) -> dict | None:
@@ -63,10 +74,8 @@ def goals(res: dict) -> list[dict]:
             add(f"files → Kafka agent peak RSS ≤ 100 MB ({label})", ag["peak_rss_mb"] <= 100,
                 value_mb=ag["peak_rss_mb"])
     tr = res.get("transfer") or []
-    lt = _find(tr, "logtransfer")
     for peer, want in (("direct bulk", 0.8), ("rsyslog", 1.2)):
-        p = _find(tr, peer)
-        r = _ratio(lt and lt["docs_per_s"], p and p["docs_per_s"])
+        r = _ratio(docs_rate(tr, "logtransfer"), docs_rate(tr, peer))
         add(f"Kafka → ES docs/s ≥ {want}× {peer}", None if r is None else r >= want, ratio=r)
     own = (res.get("transfer_es_core") or {}).get("ratio")
     if own is not None:  # the same goal where the transfer's CPU is not taken from ES (see part 2)
@@ -149,21 +158,28 @@ def markdown(res: dict) -> str:
         lines.append("")
     tr = res.get("transfer") or []
     if tr:
-        lines += ["### 2. Kafka → Elasticsearch (1 node, `_id` = event.id, same mappings)", "",
-                  "| tool | docs | seconds | docs/s | first doc searchable s | docs/s after it | CPU s | "
+        d, rs = docs_rate(tr, "direct bulk"), docs_rate(tr, "rsyslog")
+        several = len(tr) > len({r.get("tool") for r in tr})
+        lines += ["### 2. Kafka → Elasticsearch (1 node, `_id` = event.id, same mappings)", ""]
+        if several:
+            lines += ["In ABBA order; each run's ratios are to the peer's summed docs over summed seconds:", ""]
+        lines += ["| run | tool | docs | seconds | docs/s | first doc searchable s | docs/s after it | CPU s | "
                   "peak RSS MB | ES CPU s (JIT) | vs direct bulk | vs rsyslog |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        d = _find(tr, "direct bulk")
-        rs = _find(tr, "rsyslog")
-        for r in tr:
+                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for i, r in enumerate(tr, 1):
             jit = r.get("es_jit_cpu_s")
             lines.append(
-                f"| {r['tool']} | {r['docs']:,} | {r['seconds']} | {_n(r['docs_per_s'])} | "
+                f"| {r.get('run', i)} | {r['tool']} | {r['docs']:,} | {r['seconds']} | {_n(r['docs_per_s'])} | "
                 f"{_n(r.get('first_doc_s'))} | {_n(r.get('docs_per_s_after_first'))} | {_n(r['cpu_s'])} | "
                 f"{_n(r['peak_rss_mb'])} | {_n(r['es_cpu_s'])}{'' if jit is None else f' ({jit})'} | "
-                f"{_n(_ratio(r['docs_per_s'], d and d['docs_per_s']), '{}×')} | "
-                f"{_n(_ratio(r['docs_per_s'], rs and rs['docs_per_s']), '{}×')} |")
+                f"{_n(_ratio(r['docs_per_s'], d), '{}×')} | {_n(_ratio(r['docs_per_s'], rs), '{}×')} |")
         lines.append("")
+        if several:
+            lt = docs_rate(tr, "logtransfer")
+            sums = ", ".join(f"{t} {_n(round(x))}" for t in ("logtransfer", "rsyslog", "direct bulk")
+                             if (x := docs_rate(tr, t)) is not None)
+            lines += [f"Summed docs over summed seconds: {sums} docs/s; logtransfer ÷ direct bulk "
+                      f"**{_n(_ratio(lt, d), '{}×')}**, ÷ rsyslog **{_n(_ratio(lt, rs), '{}×')}**.", ""]
         lines += _cores_table(tr)
     own = res.get("transfer_es_core")
     if own:

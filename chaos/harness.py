@@ -51,6 +51,17 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "chaos" / "results" / "latest.json"
 
 
+def start_failure(err: str) -> str:
+    """The line of a start-up error that says why: the stack's error is one line naming the log and
+    then the log's tail, whose last ERROR or Exception line is the cause (Kafka's NodeExists after a
+    kill -9); without one, the error's first line."""
+    lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
+    for ln in reversed(lines[1:]):
+        if any(w in ln for w in ("ERROR", "FATAL", "Exception")):
+            return ln[:200]
+    return lines[0][:200] if lines else "no message"
+
+
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class Endpoints:
@@ -574,7 +585,7 @@ class Run:
             except StackError as e:
                 if n == attempts:
                     raise
-                self.note(f"{name} did not start ({str(e).splitlines()[0][:120]}); starting it again in 10 s")
+                self.note(f"{name} did not start ({start_failure(str(e))}); starting it again in 10 s")
                 time.sleep(10)
         return attempts
 

@@ -8,7 +8,7 @@ BENCH_ARGS ?=
 
 .PHONY: bench bench-quick bench-help
 
-bench: $(VENV)/.installed ## full benchmarks (~11 min on 2 quiet cores): writes BENCHMARKS.md's results and bench/results/latest.json
+bench: $(VENV)/.installed ## full benchmarks (~13 min on 2 quiet cores): writes BENCHMARKS.md's results and bench/results/latest.json
 	$(PY) -m bench $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.installed ## smoke run of every benchmark on ~100k lines (a few minutes): bench/results/quick.json

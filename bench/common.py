@@ -152,6 +152,15 @@ def summed_rate(runs: list[dict], count: str) -> float | None:
     return sum(r[count] for r in ok) / secs if ok and secs > 0 else None
 
 
+def docs_rate(runs: list[dict], tool: str) -> float | None:
+    """One Kafka → ES contender's docs/s: its runs' summed docs over their summed seconds (one run:
+    its own figure; failed runs left out; None when none completed).
+
+    Why summed: the bench runs each contender more than once in ABBA order (``--transfer-pairs``)
+    and judges the goals from these figures, like the parse part's.
+    """
+    return summed_rate([r for r in runs if r.get("tool") == tool], "docs")
+
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 

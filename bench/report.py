@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .common import summed_rate
+from .common import docs_rate
 
 START = "<!-- bench:results:start (written by `make bench`; edit outside these markers) -->"
 END = "<!-- bench:results:end -->"
@@ -32,15 +32,6 @@ def _cores_table(runs: list[dict]) -> list[str]:
         cores = [_cores(r.get(k), r) for k in ("es_cpu_s", "kafka_cpu_s", "cpu_s", "idle_cpu_s")]
         out.append(f"| {r.get('run', i)} | {r['tool']} | {' | '.join(cores)} |")
     return [*out, ""]
-
-
-def docs_rate(runs: list[dict], tool: str) -> float | None:
-    """One contender's docs/s in part 2: its only run's figure, or its runs' summed docs over their
-    summed seconds when the bench ran it more than once (ABBA order, ``--transfer-pairs``)."""
-    mine = [r for r in runs if r.get("tool") == tool]
-    if len(mine) == 1:
-        return mine[0].get("docs_per_s")
-    return summed_rate(mine, "docs")
 
 
 def _find(rows: list[dict], tool: str, **match) -> dict | None:

@@ -28,6 +28,7 @@ from .common import (
     StackRef,
     abba,
     cpu_seconds,
+    docs_rate,
     es_count,
     es_delete_index,
     es_request,
@@ -36,7 +37,6 @@ from .common import (
     put_key,
     rss_mb,
     say,
-    summed_rate,
     thread_cpu,
 )
 
@@ -450,6 +450,5 @@ def run_es_own_core(stack: StackRef, work: Path, topic: str, values: list[bytes]
 
 def es_own_core_ratio(runs: list[dict]) -> float | None:
     """logtransfer's summed docs over summed seconds against direct bulk's (runs that failed left out)."""
-    lt = summed_rate([r for r in runs if r["tool"] == "logtransfer"], "docs")
-    d = summed_rate([r for r in runs if r["tool"] == "direct bulk"], "docs")
+    lt, d = docs_rate(runs, "logtransfer"), docs_rate(runs, "direct bulk")
     return round(lt / d, 2) if lt and d else None

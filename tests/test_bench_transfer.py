@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bench.report import docs_rate, goals, markdown
+from bench.common import docs_rate
+from bench.report import goals, markdown
 from bench.transfer_bench import es_own_core_ratio
 
 
@@ -63,9 +64,10 @@ def test_the_shared_core_runs_in_abba_order_are_judged_by_summed_docs_over_summe
 
 
 def test_one_run_of_each_keeps_its_own_figure_and_no_summed_line() -> None:
-    tr = [_run("logtransfer", 12.0), _run("rsyslog", 16.0) | {"ok": False}]
+    tr = [_run("logtransfer", 12.0), _run("rsyslog", 16.0)]
     assert docs_rate(tr, "rsyslog") == 31_250  # a lone run's figure, as before the ABBA order
     assert docs_rate(tr, "direct bulk") is None
+    assert docs_rate([_run("rsyslog", 16.0, ok=False)], "rsyslog") is None  # a failed run judges nothing
     md = markdown({"transfer": tr})
     assert "Summed docs" not in md and "In ABBA order" not in md
     assert "| 1 | logtransfer | 500,000 | 12.0 | 41,667 |" in md

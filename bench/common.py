@@ -161,6 +161,7 @@ def docs_rate(runs: list[dict], tool: str) -> float | None:
     """
     return summed_rate([r for r in runs if r.get("tool") == tool], "docs")
 
+
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 

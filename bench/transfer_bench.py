@@ -142,13 +142,13 @@ def _proc_cpu(stack: StackRef, service: str) -> float | None:
 Sample = tuple[float | None, float | None, float | None, float]
 
 
-def _es_sample(stack: StackRef) -> Sample:
+def _sample(stack: StackRef) -> Sample:
     """Before or after a run: ES's CPU seconds (all threads, JIT compiler threads), the Kafka broker's,
     and the machine's idle CPU-seconds."""
     return _proc_cpu(stack, "es1"), es_jit_cpu(stack), _proc_cpu(stack, "kafka"), idle_seconds()
 
 
-def _es_spent(before: Sample, after: Sample) -> dict:
+def _spent(before: Sample, after: Sample) -> dict:
     """What a run cost ES (``es_cpu`` for :func:`_result`, ``es_jit_cpu_s``), the broker
     (``kafka_cpu_s``) and how much CPU nobody used meanwhile (``idle_cpu_s``)."""
     return {"es_cpu": _delta(before[0], after[0]), "es_jit_cpu_s": _delta(before[1], after[1]),
@@ -268,7 +268,7 @@ def run_logtransfer(stack: StackRef, work: Path, topic: str, docs: int, *, timeo
     index = f"bench-es-lt-{tag}"
     run = TransferRun(stack, work / f"transfer-{tag}", f"/bench-tr-{tag}", [topic], index, overrides, env)
     say(f"{label}: {docs:,} records from {topic} → index {index}")
-    es0 = _es_sample(stack)
+    es0 = _sample(stack)
     t0 = time.monotonic()
     run.start()
     sampler = RssSampler(run.pid)
@@ -280,12 +280,12 @@ def run_logtransfer(stack: StackRef, work: Path, topic: str, docs: int, *, timeo
             cpu, peak = cpu_seconds(run.pid), rss_mb(run.pid, "VmHWM")
     finally:
         rs = sampler.stop()
-        es1 = _es_sample(stack)
+        es1 = _sample(stack)
         run.stop()
     if not ok:
         say(f"{label} log tail:\n{run.log_tail()}")
     es_delete_index(stack.es, index)
-    res = _result(label, docs, t1 - t0, ok and n == docs, cpu, peak, **_es_spent(es0, es1), count=n,
+    res = _result(label, docs, t1 - t0, ok and n == docs, cpu, peak, **_spent(es0, es1), count=n,
                   config=run.config, **_first_fields(docs, t1 - t0, first), **rs)
     say(f"{label}: {res['docs_per_s'] or 0:,} docs/s ({res['docs_per_s_after_first'] or 0:,} after the first "
         f"document at {first or 0:.1f}s), cpu {cpu or 0:.1f}s, ES cpu {res['es_cpu_s']}s "
@@ -329,7 +329,7 @@ def run_rsyslog_es(stack: StackRef, work: Path, topic: str, docs: int, *, timeou
     if check.returncode != 0:
         raise RuntimeError(f"rsyslog refuses its config: {check.stderr or check.stdout}")
     say(f"rsyslog imkafka→omelasticsearch: {docs:,} records → index {index}")
-    es0 = _es_sample(stack)
+    es0 = _sample(stack)
     t0 = time.monotonic()
     log = open(home / "rsyslogd.log", "wb")  # noqa: SIM115 (closed in finally, after the daemon)
     proc = subprocess.Popen(["/usr/sbin/rsyslogd", "-n", "-f", str(conf), "-i", str(home / "rsyslogd.pid")],
@@ -344,7 +344,7 @@ def run_rsyslog_es(stack: StackRef, work: Path, topic: str, docs: int, *, timeou
             cpu, peak = cpu_seconds(proc.pid), rss_mb(proc.pid, "VmHWM")
     finally:
         rs = sampler.stop()
-        es1 = _es_sample(stack)
+        es1 = _sample(stack)
         proc.terminate()
         try:
             proc.wait(30)
@@ -355,7 +355,7 @@ def run_rsyslog_es(stack: StackRef, work: Path, topic: str, docs: int, *, timeou
     if not ok:
         say("rsyslogd log tail:\n" + "\n".join((home / "rsyslogd.log").read_text(errors="replace").splitlines()[-20:]))
     es_delete_index(stack.es, index)
-    res = _result("rsyslog", docs, t1 - t0, ok and n == docs, cpu, peak, **_es_spent(es0, es1), count=n,
+    res = _result("rsyslog", docs, t1 - t0, ok and n == docs, cpu, peak, **_spent(es0, es1), count=n,
                   **_first_fields(docs, t1 - t0, first), **rs)
     say(f"rsyslog-es: {res['docs_per_s'] or 0:,} docs/s, cpu {cpu or 0:.1f}s ({t1 - t0:.1f}s)")
     return res
@@ -378,14 +378,14 @@ def run_direct_bulk(stack: StackRef, values: list[bytes], *, threads: int = 3, t
         bodies.append(b"".join(parts))
     say(f"direct bulk: {len(values):,} docs in {len(bodies)} bulks of {BULK_DOCS}, {threads} threads → {index}")
     todo = list(reversed(bodies))
-    es0 = _es_sample(stack)
+    es0 = _sample(stack)
     t0 = time.monotonic()
     errors = post_bulks(stack.es, lambda: todo.pop() if todo else None, threads)
     t_posted = time.monotonic()
     ok, t1, n = wait_count(stack.es, index, len(values), timeout_s=timeout_s, what="direct bulk")
-    es1 = _es_sample(stack)
+    es1 = _sample(stack)
     es_delete_index(stack.es, index)
-    res = _result("direct bulk", len(values), t1 - t0, ok and not errors, None, None, **_es_spent(es0, es1),
+    res = _result("direct bulk", len(values), t1 - t0, ok and not errors, None, None, **_spent(es0, es1),
                   count=n, threads=threads, posted_s=round(t_posted - t0, 2), errors=errors[:3])
     say(f"direct bulk: {res['docs_per_s'] or 0:,} docs/s ({t1 - t0:.1f}s; all posted after {t_posted - t0:.1f}s)")
     return res
